@@ -1,0 +1,55 @@
+"""Every error the inference server answers with, each mapped to one HTTP status here.
+
+InferenceError
+ ├── BadRequest            400  malformed JSON, wrong shape
+ ├── Unauthorized          401  missing or wrong inference token
+ ├── NotFound              404  unknown model, version or prediction
+ ├── PayloadTooLarge       413  body or image over its limit
+ ├── UnsupportedMediaType  415  not JSON, not an image type we decode
+ ├── InvalidInput          422  input that breaks the model's schema
+ ├── QueueFull             429  the model's queue is at its bound (Retry-After)
+ └── Unavailable           503  models still loading (Retry-After)
+"""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    status_code = 500
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class BadRequest(InferenceError):
+    status_code = 400
+
+
+class Unauthorized(InferenceError):
+    status_code = 401
+
+
+class NotFound(InferenceError):
+    status_code = 404
+
+
+class PayloadTooLarge(InferenceError):
+    status_code = 413
+
+
+class UnsupportedMediaType(InferenceError):
+    status_code = 415
+
+
+class InvalidInput(InferenceError):
+    status_code = 422
+
+
+class QueueFull(InferenceError):
+    status_code = 429
+
+
+class Unavailable(InferenceError):
+    status_code = 503

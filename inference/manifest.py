@@ -1,0 +1,91 @@
+"""A model folder: `manifest.toml` (what the owner writes) + `predict.py` (the predictor)."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from inference.schema import InputSchema, read_schema
+
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+@dataclass(frozen=True)
+class Example:
+    input: dict[str, Any]  # file inputs are paths relative to the model folder
+    expected: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    folder: Path
+    name: str
+    title: str
+    description: str
+    price_per_second: Decimal  # USD per second of predict_time
+    hardware: str
+    listed: bool
+    max_batch_size: int
+    batch_window_ms: float
+    max_queue: int
+    predictor: str  # "predict.py:Predictor", as in cog.yaml
+    measured: dict[str, Any]  # accuracy, heldout_size, latency_ms, train_seconds: written by train.py
+    examples: list[Example] = field(default_factory=list)
+    schema: InputSchema = field(default_factory=InputSchema)
+    version: str = ""
+
+    @property
+    def predictor_file(self) -> Path:
+        return self.folder / self.predictor.split(":")[0]
+
+    @property
+    def predictor_class(self) -> str:
+        return self.predictor.split(":")[1]
+
+
+def load_manifest(folder: Path) -> Manifest:
+    path = folder / "manifest.toml"
+    with path.open("rb") as f:
+        raw = tomllib.load(f)
+    batching = raw.get("batching", {})
+    predictor = raw.get("predictor", "predict.py:Predictor")
+    try:
+        price = Decimal(str(raw["price_per_second"]))
+        manifest = Manifest(
+            folder=folder,
+            name=raw.get("name", folder.name),
+            title=raw["title"],
+            description=raw.get("description", ""),
+            price_per_second=price,
+            hardware=raw.get("hardware", "cpu"),
+            listed=bool(raw.get("listed", True)),
+            max_batch_size=int(batching.get("max_batch_size", 1)),
+            batch_window_ms=float(batching.get("window_ms", 0)),
+            max_queue=int(batching.get("max_queue", 64)),
+            predictor=predictor,
+            measured=dict(raw.get("measured", {})),
+            examples=[Example(e["input"], e.get("expected")) for e in raw.get("examples", [])],
+        )
+    except KeyError as exc:
+        raise ValueError(f"{path}: missing required key {exc}") from None
+    schema = read_schema(manifest.predictor_file, manifest.predictor_class)
+    return replace(manifest, schema=schema, version=_version_of(folder))
+
+
+def discover(models_dir: Path = MODELS_DIR) -> list[Manifest]:
+    """Every model folder under `models_dir`, sorted by name."""
+    return [load_manifest(p.parent) for p in sorted(models_dir.glob("*/manifest.toml"))]
+
+
+def _version_of(folder: Path) -> str:
+    """A content hash of the folder's code and weights: a new version whenever either changes."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".pt") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

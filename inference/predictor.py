@@ -1,0 +1,68 @@
+"""The predictor interface, in Cog's shape.
+
+A Cog `predict.py` runs here with its import line changed from `from cog import ...` to
+`from inference.predictor import ...`. The input schema is read from the source of `predict`
+(see schema.py), so `Input(...)` arguments must be literals, as Cog itself expects.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import PIL.Image
+
+__all__ = ["BasePredictor", "FieldInfo", "Image", "Input", "Path"]
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+class BasePredictor:
+    """`setup()` runs once at start; `predict(**inputs)` runs per prediction.
+
+    A predictor that can batch also defines `predict_batch(self, inputs: list[dict]) -> list`,
+    which takes one validated keyword dict per prediction and returns one output each, in order.
+    """
+
+    def setup(self) -> None:
+        pass
+
+    def predict(self, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+class Path(pathlib.PosixPath):
+    """A file input: the server writes the uploaded bytes to a temporary file."""
+
+
+# An image input: the server decodes and checks it (size, pixel count, type) off the event
+# loop before the prediction is accepted, and passes a PIL image in RGB or L mode.
+Image = PIL.Image.Image
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    default: Any = MISSING
+    description: str | None = None
+    ge: float | None = None
+    le: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    regex: str | None = None
+    choices: list[Any] | None = None
+
+
+def Input(  # noqa: N802 - Cog's name
+    default: Any = MISSING,
+    *,
+    description: str | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    regex: str | None = None,
+    choices: list[Any] | None = None,
+    deprecated: bool | None = None,
+) -> Any:
+    return FieldInfo(default, description, ge, le, min_length, max_length, regex, choices)

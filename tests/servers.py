@@ -1,0 +1,42 @@
+"""Real uvicorn servers on 127.0.0.1 for tests: each on a socket bound to a free port first,
+so there is no race for the port and the base URL is known before the server starts."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+
+@contextlib.contextmanager
+def serve(app, *, timeout: float = 60.0) -> Iterator[str]:
+    """Runs `app` under uvicorn in a thread; yields its base URL once it accepts requests."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    started = threading.Event()
+
+    def watch() -> None:
+        while thread.is_alive() and not server.started:
+            thread.join(0.01)
+        started.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not started.wait(timeout) or not server.started:
+        server.should_exit = True
+        raise RuntimeError("test server did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
