@@ -110,6 +110,12 @@ class InputSchema:
             "required": [f.name for f in self.fields if f.required],
         }
 
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
     def validate(self, raw: Any) -> dict[str, Any]:
         """Checks `raw` against the schema; returns it with defaults filled in.
 

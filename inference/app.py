@@ -1,0 +1,314 @@
+"""The inference server's HTTP API: the subset of Replicate's v1 API in DESIGN.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from inference import files
+from inference.batcher import Batcher, Job
+from inference.bodies import read_json, wait_seconds
+from inference.config import Settings
+from inference.errors import BadRequest, InferenceError, NotFound, Unavailable
+from inference.loader import LoadedModel, load
+from inference.manifest import Manifest, discover
+from inference.predictions import Prediction, PredictionStore, new_id
+
+log = logging.getLogger("inference")
+COG_VERSION = "0.23.1"  # the Cog API shape we follow; the replicate client requires the field
+
+
+class Models:
+    """Every model folder: loading in the background at start, then served by its batcher."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.manifests: dict[str, Manifest] = {m.name: m for m in discover(settings.models_dir)}
+        self.batchers: dict[str, Batcher] = {}
+        self.problems: dict[str, str] = {}
+        self.store = PredictionStore(ttl_s=settings.prediction_ttl_s, max_finished=settings.max_records)
+
+    async def load_all(self) -> None:
+        for manifest in self.manifests.values():
+            try:
+                model = await anyio.to_thread.run_sync(_load_and_warm, manifest, self.settings)
+            except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
+                log.exception("model %s failed to load", manifest.name)
+                self.problems[manifest.name] = f"failed to load: {exc}"
+                continue
+            batcher = Batcher(model, self.store)
+            batcher.start()
+            self.batchers[manifest.name] = batcher
+            log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version}})
+
+    async def close(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.stop()
+
+    @property
+    def ready(self) -> bool:
+        return len(self.batchers) == len(self.manifests)
+
+    def manifest(self, owner: str, name: str) -> Manifest:
+        if owner != self.settings.owner or name not in self.manifests:
+            raise NotFound(f"no model named {owner}/{name}")
+        return self.manifests[name]
+
+    def batcher(self, manifest: Manifest) -> Batcher:
+        if manifest.name in self.problems:
+            raise Unavailable(f"model {manifest.name} is unavailable: it {self.problems[manifest.name]}",
+                              retry_after=60)
+        if manifest.name not in self.batchers:
+            raise Unavailable(f"model {manifest.name} is still loading; try again shortly", retry_after=2)
+        return self.batchers[manifest.name]
+
+    def by_version(self, version: str) -> Manifest:
+        # Accept a bare version id, as Replicate does, and also "owner/name" or "owner/name:id".
+        ref, _, version_id = version.rpartition(":") if ":" in version else ("", "", version)
+        if "/" in version_id and not ref:
+            ref, version_id = version_id, ""
+        for m in self.manifests.values():
+            if ref and ref != f"{self.settings.owner}/{m.name}":
+                continue
+            if not version_id or m.version == version_id:
+                return m
+        raise NotFound(f"no model version {version!r}")
+
+
+def _load_and_warm(manifest: Manifest, settings: Settings) -> LoadedModel:
+    model = load(manifest, settings.owner)
+    if manifest.examples:
+        # The first forward pass pays one-off costs (allocation, kernel choice): pay them now.
+        raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
+               else value for name, value in manifest.examples[0].input.items()}
+        values = manifest.schema.validate(raw)
+        model.run([files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels)])
+    return model
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+def _models(request: Request) -> Models:
+    return request.app.state.models
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    models = _models(request)
+    if models.ready:
+        return JSONResponse({"status": "ready", "models": sorted(models.batchers)})
+    loading = sorted(set(models.manifests) - set(models.batchers) - set(models.problems))
+    raise Unavailable(f"not ready: loading {loading}, failed {sorted(models.problems)}", retry_after=2)
+
+
+async def list_models(request: Request) -> Response:
+    models = _models(request)
+    results = [model_json(m, models.settings.owner, _base(request)) for m in models.manifests.values()]
+    return JSONResponse({"next": None, "previous": None, "results": results})
+
+
+async def get_model(request: Request) -> Response:
+    models = _models(request)
+    manifest = models.manifest(request.path_params["owner"], request.path_params["name"])
+    return JSONResponse(model_json(manifest, models.settings.owner, _base(request)))
+
+
+async def get_version(request: Request) -> Response:
+    manifest = _models(request).manifest(request.path_params["owner"], request.path_params["name"])
+    if request.path_params["version"] != manifest.version:
+        raise NotFound(f"model {manifest.name} has no version {request.path_params['version']}")
+    return JSONResponse(version_json(manifest))
+
+
+async def create_for_model(request: Request) -> Response:
+    manifest = _models(request).manifest(request.path_params["owner"], request.path_params["name"])
+    body = await _read_create_body(request)
+    return await _create(request, manifest, body)
+
+
+async def create(request: Request) -> Response:
+    body = await _read_create_body(request)
+    version = body.get("version")
+    if not isinstance(version, str) or not version:
+        raise BadRequest("'version' is required: a model version id, or use "
+                         "POST /v1/models/{owner}/{name}/predictions")
+    return await _create(request, _models(request).by_version(version), body)
+
+
+async def get_prediction(request: Request) -> Response:
+    return JSONResponse(_prediction(request).to_json(_base(request)))
+
+
+async def cancel_prediction(request: Request) -> Response:
+    prediction = _prediction(request)
+    _models(request).store.finish(prediction, "canceled")
+    return JSONResponse(prediction.to_json(_base(request)))
+
+
+def _prediction(request: Request) -> Prediction:
+    prediction = _models(request).store.get(request.path_params["id"])
+    if prediction is None:
+        raise NotFound(f"no prediction {request.path_params['id']!r} (finished ones are kept for an hour)")
+    return prediction
+
+
+async def _read_create_body(request: Request) -> dict[str, Any]:
+    body = await read_json(request, _models(request).settings.max_body_bytes)
+    if not isinstance(body, dict) or "input" not in body:
+        raise BadRequest('the body must be a JSON object with an "input" object, e.g. {"input": {...}}')
+    return body
+
+
+async def _create(request: Request, manifest: Manifest, body: dict[str, Any]) -> Response:
+    models = _models(request)
+    batcher = models.batcher(manifest)
+    wait = wait_seconds(request.headers.get("prefer"), models.settings.max_wait_s)
+    values = manifest.schema.validate(body["input"])
+    batcher.check_capacity()  # before decoding: a full queue answers 429 at once
+    inputs = await anyio.to_thread.run_sync(
+        lambda: files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels)
+    )
+    prediction = Prediction(id=new_id(), model=f"{models.settings.owner}/{manifest.name}",
+                            version=manifest.version, input=body["input"])
+    try:
+        batcher.submit(Job(prediction, inputs))
+    except InferenceError:
+        files.cleanup(inputs)
+        raise
+    models.store.add(prediction)
+    if wait:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(prediction.done.wait(), wait)
+    return JSONResponse(prediction.to_json(_base(request)), status_code=201)
+
+
+def version_json(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "id": manifest.version,
+        "created_at": None,
+        "cog_version": COG_VERSION,
+        "openapi_schema": {
+            "openapi": "3.0.2",
+            "info": {"title": manifest.title, "version": manifest.version[:12]},
+            "paths": {},
+            "components": {"schemas": {"Input": manifest.schema.json_schema(), "Output": {"title": "Output"}}},
+        },
+    }
+
+
+def model_json(manifest: Manifest, owner: str, base: str) -> dict[str, Any]:
+    return {
+        "url": f"{base}/v1/models/{owner}/{manifest.name}",
+        "owner": owner,
+        "name": manifest.name,
+        "description": manifest.description,
+        "visibility": "public" if manifest.listed else "private",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": 0,
+        "cover_image_url": None,
+        "default_example": None,
+        "latest_version": version_json(manifest),
+        "price_per_second": str(manifest.price_per_second),
+        "hardware": manifest.hardware,
+    }
+
+
+# --- errors and auth ----------------------------------------------------------------------------
+
+
+async def inference_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InferenceError)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = "no such route" if exc.status_code == 404 else exc.detail
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+
+
+class RequireToken:
+    """Every /v1/ route needs `Authorization: Bearer <INFERENCE_TOKEN>` (or Replicate's `Token`)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            header = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = header.partition(b" ")
+            if scheme.lower() not in (b"bearer", b"token") or not hmac.compare_digest(token.strip(), self._expected):
+                detail = "missing Authorization header" if not header else "invalid inference token"
+                response = JSONResponse({"detail": detail}, status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.threads:
+            import torch
+
+            torch.set_num_threads(settings.threads)
+        models = Models(settings)
+        app.state.models = models
+        loading = asyncio.create_task(models.load_all())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await models.close()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/v1/models", list_models),
+        Route("/v1/models/{owner}/{name}", get_model),
+        Route("/v1/models/{owner}/{name}/versions/{version}", get_version),
+        Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
+        Route("/v1/predictions", create, methods=["POST"]),
+        Route("/v1/predictions/{id}", get_prediction),
+        Route("/v1/predictions/{id}/cancel", cancel_prediction, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={InferenceError: inference_error, HTTPException: http_error,
+                            Exception: server_error},
+    )
+    app.add_middleware(RequireToken, token=settings.token)
+    return app

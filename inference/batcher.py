@@ -1,0 +1,120 @@
+"""Dynamic batching: one bounded queue and one worker per model.
+
+Greedy: whenever the model is free, everything queued (up to max_batch_size) runs as one batch,
+so a lone request never waits for company. An optional window (window_ms) lets a batch fill a
+little more when the queue is non-empty but short; it is off by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from inference import files
+from inference.errors import QueueFull
+from inference.loader import LoadedModel
+from inference.predictions import Prediction, PredictionStore
+
+log = logging.getLogger("inference")
+
+
+@dataclass(eq=False)
+class Job:
+    prediction: Prediction
+    inputs: dict[str, Any]  # validated and resolved: what predict() takes
+
+
+class Batcher:
+    def __init__(self, model: LoadedModel, store: PredictionStore) -> None:
+        self.model = model
+        self._store = store
+        self._max_batch = max(1, model.manifest.max_batch_size)
+        self._max_queue = max(1, model.manifest.max_queue)
+        self._window_s = model.manifest.batch_window_ms / 1000
+        self._queue: deque[Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.manifest.name}")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue:
+            job = self._queue.popleft()
+            self._store.finish(job.prediction, "failed", error="the server shut down before this ran")
+            files.cleanup(job.inputs)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def check_capacity(self) -> None:
+        if len(self._queue) >= self._max_queue:
+            raise QueueFull(
+                f"{self.model.ref} has {len(self._queue)} predictions queued, its limit; retry shortly",
+                retry_after=1,
+            )
+
+    def submit(self, job: Job) -> None:
+        self.check_capacity()
+        self._queue.append(job)
+        self._wakeup.set()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._window_s and len(self._queue) < self._max_batch:
+                await asyncio.sleep(self._window_s)
+            batch = self._take()
+            if not batch:
+                continue
+            for job in batch:
+                job.prediction.start()
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.model.run, [job.inputs for job in batch]
+                )
+            except Exception as exc:  # noqa: BLE001 - keep the worker alive whatever happens
+                log.exception("batch failed on %s", self.model.ref)
+                results = [(exc, 0.0)] * len(batch)
+            for job, (output, seconds) in zip(batch, results, strict=True):
+                self._settle(job, output, seconds, len(batch))
+
+    def _take(self) -> list[Job]:
+        batch: list[Job] = []
+        while self._queue and len(batch) < self._max_batch:
+            job = self._queue.popleft()
+            if job.prediction.terminal:  # canceled while queued
+                files.cleanup(job.inputs)
+                continue
+            batch.append(job)
+        return batch
+
+    def _settle(self, job: Job, output: Any, seconds: float, batch_size: int) -> None:
+        files.cleanup(job.inputs)
+        p = job.prediction
+        if isinstance(output, Exception):
+            finished = self._store.finish(p, "failed", error=str(output) or type(output).__name__,
+                                          predict_time=seconds)
+        else:
+            finished = self._store.finish(p, "succeeded", output=output, predict_time=seconds)
+        if finished:
+            log.info("prediction", extra={"fields": {
+                "prediction_id": p.id, "model": p.model, "status": p.status,
+                "predict_time_ms": round(seconds * 1000, 3), "batch_size": batch_size,
+            }})

@@ -1,0 +1,53 @@
+"""The inference server's settings: read and checked once, at start."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inference.manifest import MODELS_DIR
+
+
+@dataclass(frozen=True)
+class Settings:
+    token: str = field(repr=False)
+    owner: str = "modelfolio"
+    models_dir: Path = MODELS_DIR
+    host: str = "127.0.0.1"
+    port: int = 8001
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    max_body_bytes: int = 16 * 1024 * 1024  # a 10 MB image as a base64 data URL fits
+    max_image_pixels: int = 40_000_000
+    max_wait_s: float = 60.0  # the longest `Prefer: wait=N` honoured, as Replicate does
+    prediction_ttl_s: float = 3600.0  # how long finished predictions stay readable
+    max_records: int = 10_000  # finished predictions kept at most, oldest dropped first
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it."""
+
+
+def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--owner", default=environ.get("MODELFOLIO_OWNER", "modelfolio"),
+                        help="the portfolio owner's handle: models are addressed owner/name")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    token = environ.get("INFERENCE_TOKEN", "")
+    if not token:
+        raise ConfigError(
+            "INFERENCE_TOKEN is not set: the inference server needs the shared secret the proxy "
+            "sends. Set it in the environment (./dev run generates one into "
+            "wrangler-like-config/.dev.vars)."
+        )
+    if not args.models_dir.is_dir():
+        raise ConfigError(f"--models-dir {args.models_dir} is not a folder")
+    return Settings(token=token, owner=args.owner, models_dir=args.models_dir, host=args.host,
+                    port=args.port, threads=args.threads)

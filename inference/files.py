@@ -1,0 +1,122 @@
+"""Turns file inputs (data URLs) into what a predictor takes: a checked PIL image or a Path.
+
+Runs in a worker thread: decoding never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import mimetypes
+import tempfile
+import warnings
+from pathlib import Path as FsPath
+from typing import Any
+
+import PIL.Image
+import PIL.ImageOps
+
+from inference.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from inference.predictor import Path
+from inference.schema import Field
+
+IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"}
+
+
+def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int) -> dict[str, Any]:
+    """Replaces each file input's URL with a decoded image or a temporary file."""
+    resolved = dict(values)
+    for f in fields:
+        if f.is_file and isinstance(values.get(f.name), str):
+            mime, data = read_data_url(f.name, values[f.name])
+            if f.kind == "image":
+                resolved[f.name] = decode_image(f.name, mime, data, max_pixels=max_pixels)
+            else:
+                resolved[f.name] = _to_temp_file(mime, data)
+    return resolved
+
+
+def cleanup(values: dict[str, Any]) -> None:
+    for value in values.values():
+        if isinstance(value, Path):
+            value.unlink(missing_ok=True)
+
+
+def data_url_of(path: FsPath) -> str:
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def read_data_url(name: str, url: str) -> tuple[str, bytes]:
+    if url.startswith(("http://", "https://")):
+        raise InvalidInput(
+            f"input '{name}': URLs are not fetched by this server; send the file as a data URL "
+            "(data:image/png;base64,...)"
+        )
+    if not url.startswith("data:") or "," not in url:
+        raise InvalidInput(f"input '{name}' must be a data URL (data:<type>;base64,<data>)")
+    header, _, payload = url[5:].partition(",")
+    mime, *params = header.split(";")
+    if "base64" not in params:
+        raise InvalidInput(f"input '{name}': only base64 data URLs are accepted")
+    try:
+        return mime.strip().lower() or "application/octet-stream", base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"input '{name}': the data URL's base64 payload is malformed") from None
+
+
+def decode_image(name: str, mime: str, data: bytes, *, max_pixels: int) -> PIL.Image.Image:
+    if mime != "application/octet-stream" and not mime.startswith("image/"):
+        raise UnsupportedMediaType(f"input '{name}' must be an image, got a file of type {mime}")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is stricter and names the size; PIL's warning is noise.
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            image = PIL.Image.open(io.BytesIO(data))
+            # The header alone tells the size: refuse a decompression bomb before decoding it.
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"input '{name}' is {width}x{height} pixels; the limit is "
+                    f"{max_pixels / 1e6:g} megapixels. Downscale it first."
+                )
+            if image.format not in IMAGE_FORMATS:
+                raise UnsupportedMediaType(
+                    f"input '{name}' is a {image.format} image; send PNG, JPEG, WebP, GIF, BMP or TIFF"
+                )
+            image.load()
+    except PIL.UnidentifiedImageError:
+        raise InvalidInput(
+            f"input '{name}' is not an image that can be decoded ({len(data)} bytes of {mime})"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput(f"input '{name}' is a damaged or truncated image: {exc}") from None
+    except PIL.Image.DecompressionBombError:
+        raise PayloadTooLarge(
+            f"input '{name}' has more than {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+            f"the limit is {max_pixels / 1e6:g} megapixels. Downscale it first."
+        ) from None
+    image = PIL.ImageOps.exif_transpose(image)
+    return _flatten(image)
+
+
+def _flatten(image: PIL.Image.Image) -> PIL.Image.Image:
+    """RGB or L; transparent pixels become white, as a drawing on a transparent canvas means."""
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = PIL.Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode in ("1", "I;16", "I", "F"):
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+def _to_temp_file(mime: str, data: bytes) -> Path:
+    suffix = "." + mime.split("/")[-1] if "/" in mime else ""
+    with tempfile.NamedTemporaryFile(prefix="modelfolio-", suffix=suffix, delete=False) as f:
+        f.write(data)
+    return Path(FsPath(f.name))

@@ -1,0 +1,78 @@
+"""Loads a model folder's predictor once and runs it: one batch at a time, on its own thread."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from inference.manifest import Manifest
+from inference.predictor import BasePredictor
+
+log = logging.getLogger("inference")
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    owner: str
+    predictor: BasePredictor
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.manifest.name}"
+
+    def run(self, inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
+        """Predicts a batch; returns (output or the exception it raised, seconds) per input.
+
+        Each prediction's time is its fair share of the batch it ran in. If a batch fails, its
+        inputs run again one at a time so one bad input cannot fail the others.
+        """
+        batch_fn = getattr(self.predictor, "predict_batch", None)
+        if batch_fn is not None and len(inputs) > 1:
+            started = time.perf_counter()
+            try:
+                outputs = batch_fn(inputs)
+                if len(outputs) != len(inputs):
+                    raise RuntimeError(f"predict_batch returned {len(outputs)} outputs for {len(inputs)} inputs")
+                share = (time.perf_counter() - started) / len(inputs)
+                return [(_jsonable(out), share) for out in outputs]
+            except Exception:  # noqa: BLE001 - isolate the culprit below
+                log.exception("batch of %d failed on %s; retrying one at a time", len(inputs), self.ref)
+        return [self._run_one(kwargs) for kwargs in inputs]
+
+    def _run_one(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
+        started = time.perf_counter()
+        try:
+            output: Any = _jsonable(self.predictor.predict(**kwargs))
+        except Exception as exc:  # noqa: BLE001 - a predictor's error becomes a failed prediction
+            log.warning("prediction failed on %s: %r", self.ref, exc)
+            output = exc
+        return output, time.perf_counter() - started
+
+
+def load(manifest: Manifest, owner: str) -> LoadedModel:
+    """Imports the predictor by path and runs its setup(); blocking, so call it off the loop."""
+    module_name = f"modelfolio_models.{manifest.name}"
+    spec = importlib.util.spec_from_file_location(module_name, manifest.predictor_file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {manifest.predictor_file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    predictor = getattr(module, manifest.predictor_class)()
+    predictor.setup()
+    return LoadedModel(manifest, owner, predictor)
+
+
+def _jsonable(output: Any) -> Any:
+    # Fail here, in the model's thread, with a clear error, rather than when a poll is answered.
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the model's output is not JSON-serializable: {exc}") from None
+    return output

@@ -1,0 +1,122 @@
+"""A prediction's record, its lifecycle, and the bounded store that keeps finished ones a while."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+TERMINAL = ("succeeded", "failed", "canceled")
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_id() -> str:
+    """26 random lowercase letters and digits, like Replicate's prediction ids."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(26))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(eq=False)
+class Prediction:
+    id: str
+    model: str  # owner/name
+    version: str
+    input: dict[str, Any]  # as the caller sent it (data URLs are abbreviated when shown)
+    status: str = "starting"
+    output: Any = None
+    error: str | None = None
+    logs: str = ""
+    created_at: str = field(default_factory=_now)
+    started_at: str | None = None
+    completed_at: str | None = None
+    predict_time: float | None = None
+    finished_at: float | None = None  # monotonic, for expiry
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def start(self) -> None:
+        self.status = "processing"
+        self.started_at = _now()
+
+    def finish(self, status: str, *, output: Any = None, error: str | None = None,
+               predict_time: float | None = None) -> bool:
+        """Moves to a terminal state once; later calls (a cancel racing a result) change nothing."""
+        if self.terminal:
+            return False
+        self.status, self.output, self.error = status, output, error
+        self.predict_time = predict_time
+        self.completed_at = _now()
+        self.finished_at = time.monotonic()
+        self.done.set()
+        return True
+
+    def to_json(self, base_url: str) -> dict[str, Any]:
+        url = f"{base_url.rstrip('/')}/v1/predictions/{self.id}"
+        metrics = {} if self.predict_time is None else {"predict_time": round(self.predict_time, 6)}
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "input": {k: _abbreviate(v) for k, v in self.input.items()},
+            "output": self.output,
+            "error": self.error,
+            "logs": self.logs,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "metrics": metrics,
+            "urls": {"get": url, "cancel": f"{url}/cancel"},
+        }
+
+
+def _abbreviate(value: Any) -> Any:
+    # Echoing a megabyte data URL on every poll would cost more than the prediction.
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 256:
+        return f"{value[:value.find(',') + 1]}... ({len(value)} characters)"
+    return value
+
+
+class PredictionStore:
+    """Every live prediction, plus finished ones for `ttl_s` seconds, at most `max_finished`."""
+
+    def __init__(self, *, ttl_s: float, max_finished: int) -> None:
+        self._ttl_s = ttl_s
+        self._max_finished = max_finished
+        self._records: dict[str, Prediction] = {}
+        self._finished: deque[Prediction] = deque()  # in the order they finished
+
+    def add(self, prediction: Prediction) -> None:
+        self._records[prediction.id] = prediction
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        self._expire()
+        return self._records.get(prediction_id)
+
+    def finish(self, prediction: Prediction, status: str, **result: Any) -> bool:
+        """Ends a prediction once (see Prediction.finish) and schedules its expiry."""
+        if not prediction.finish(status, **result):
+            return False
+        self._finished.append(prediction)
+        self._expire()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self._ttl_s
+        while self._finished and (
+            len(self._finished) > self._max_finished or (self._finished[0].finished_at or 0.0) < cutoff
+        ):
+            self._records.pop(self._finished.popleft().id, None)
