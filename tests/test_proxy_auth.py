@@ -1,0 +1,77 @@
+"""API keys and anonymous callers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.auth import (
+    AddressHasher,
+    check_customer_id,
+    client_address,
+    customer_for_key,
+    hash_key,
+    new_api_key,
+    presented_key,
+)
+from proxy.errors import BadRequest, Unauthorized
+from proxy.ledger import Ledger
+
+
+def test_a_new_key_is_random_prefixed_and_stored_only_as_its_hash(tmp_path: Path) -> None:
+    key_id, key = new_api_key()
+    other_id, other = new_api_key()
+    assert key.startswith(f"mf_{key_id}_") and key != other and key_id != other_id
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    try:
+        ledger.add_api_key(key_id, hash_key(key), "cus_A", "2025-06-01T00:00:00+00:00")
+        assert key not in (tmp_path / "l.sqlite3").read_bytes().decode("latin-1")
+        caller = customer_for_key(ledger, key)
+        assert (caller.kind, caller.customer, caller.id) == ("customer", "cus_A", "customer:cus_A")
+        with pytest.raises(Unauthorized, match="not valid"):
+            customer_for_key(ledger, key[:-1] + ("A" if key[-1] != "A" else "B"))
+        with pytest.raises(Unauthorized, match="not valid"):
+            customer_for_key(ledger, "sk_live_whatever")
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [(None, None), ("Bearer mf_abc", "mf_abc"), ("Token mf_abc", "mf_abc"), ("bearer  mf_abc ", "mf_abc")],
+)
+def test_the_key_is_read_from_bearer_or_token(header: str | None, key: str | None) -> None:
+    assert presented_key(header) == key
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcg==", "Bearer", "Bearer   ", "mf_abc", ""])
+def test_an_authorization_header_without_a_key_is_refused(header: str) -> None:
+    with pytest.raises(Unauthorized):
+        presented_key(header)
+
+
+def test_customer_ids_must_look_like_stripes() -> None:
+    assert check_customer_id("cus_N1x2") == "cus_N1x2"
+    with pytest.raises(ValueError, match="not a Stripe customer id"):
+        check_customer_id("alice")
+
+
+def test_anonymous_addresses_are_hashed_and_ipv6_counts_by_its_64() -> None:
+    hasher = AddressHasher("token-one")
+    one = hasher.caller("203.0.113.7")
+    assert one.kind == "anonymous" and "203.0.113.7" not in one.id
+    assert hasher.caller("203.0.113.7") == one
+    assert hasher.caller("203.0.113.8") != one
+    assert hasher.caller("::ffff:203.0.113.7") == one
+    assert hasher.caller("2001:db8:1:2::1") == hasher.caller("2001:db8:1:2:ffff::9")
+    assert hasher.caller("2001:db8:1:3::1") != hasher.caller("2001:db8:1:2::1")
+    assert AddressHasher("token-two").caller("203.0.113.7") != one
+
+
+def test_x_forwarded_for_is_used_only_when_trusted_and_then_its_rightmost_hop() -> None:
+    assert client_address("10.0.0.1", "1.1.1.1, 203.0.113.7", trust_forwarded=False) == "10.0.0.1"
+    assert client_address("10.0.0.1", "1.1.1.1, 203.0.113.7", trust_forwarded=True) == "203.0.113.7"
+    assert client_address("10.0.0.1", None, trust_forwarded=True) == "10.0.0.1"
+    with pytest.raises(BadRequest):
+        client_address("10.0.0.1", "1.1.1.1, nonsense", trust_forwarded=True)
