@@ -22,7 +22,7 @@ from inference.batcher import Batcher, Job
 from inference.bodies import read_json, wait_seconds
 from inference.config import Settings
 from inference.errors import BadRequest, InferenceError, NotFound, Unavailable
-from inference.loader import LoadedModel, load
+from inference.loader import load
 from inference.manifest import Manifest, discover
 from inference.predictions import Prediction, PredictionStore, new_id
 
@@ -43,12 +43,13 @@ class Models:
     async def load_all(self) -> None:
         for manifest in self.manifests.values():
             try:
-                model = await anyio.to_thread.run_sync(_load_and_warm, manifest, self.settings)
-            except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
+                model = await anyio.to_thread.run_sync(load, manifest, self.settings.owner)
+                batcher = Batcher(model, self.store)
+                await batcher.warm_up(_example_inputs(manifest, self.settings))
+            except Exception as exc:
                 log.exception("model %s failed to load", manifest.name)
                 self.problems[manifest.name] = f"failed to load: {exc}"
                 continue
-            batcher = Batcher(model, self.store)
             batcher.start()
             self.batchers[manifest.name] = batcher
             log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version}})
@@ -87,15 +88,14 @@ class Models:
         raise NotFound(f"no model version {version!r}")
 
 
-def _load_and_warm(manifest: Manifest, settings: Settings) -> LoadedModel:
-    model = load(manifest, settings.owner)
-    if manifest.examples:
-        # The first forward pass pays one-off costs (allocation, kernel choice): pay them now.
-        raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
-               else value for name, value in manifest.examples[0].input.items()}
-        values = manifest.schema.validate(raw)
-        model.run([files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels)])
-    return model
+def _example_inputs(manifest: Manifest, settings: Settings) -> list[dict[str, Any]]:
+    """The manifest's first example, resolved as a request's input would be (for the warm-up)."""
+    if not manifest.examples:
+        return []
+    raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
+           else value for name, value in manifest.examples[0].input.items()}
+    values = manifest.schema.validate(raw)
+    return [files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels)]
 
 
 # --- routes -------------------------------------------------------------------------------------

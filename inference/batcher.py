@@ -45,6 +45,13 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue)
 
+    async def warm_up(self, inputs: list[dict[str, Any]]) -> None:
+        """Runs `inputs` once on the model's own thread, where predictions will run: the first
+        forward pass pays one-off costs (thread pools, allocations, kernel choice) that no
+        customer should be billed for."""
+        if inputs:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.model.run, inputs)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
 
@@ -89,7 +96,7 @@ class Batcher:
                 results = await loop.run_in_executor(
                     self._executor, self.model.run, [job.inputs for job in batch]
                 )
-            except Exception as exc:  # noqa: BLE001 - keep the worker alive whatever happens
+            except Exception as exc:
                 log.exception("batch failed on %s", self.model.ref)
                 results = [(exc, 0.0)] * len(batch)
             for job, (output, seconds) in zip(batch, results, strict=True):

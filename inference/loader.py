@@ -41,7 +41,7 @@ class LoadedModel:
                     raise RuntimeError(f"predict_batch returned {len(outputs)} outputs for {len(inputs)} inputs")
                 share = (time.perf_counter() - started) / len(inputs)
                 return [(_jsonable(out), share) for out in outputs]
-            except Exception:  # noqa: BLE001 - isolate the culprit below
+            except Exception:
                 log.exception("batch of %d failed on %s; retrying one at a time", len(inputs), self.ref)
         return [self._run_one(kwargs) for kwargs in inputs]
 

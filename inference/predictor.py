@@ -53,7 +53,7 @@ class FieldInfo:
     choices: list[Any] | None = None
 
 
-def Input(  # noqa: N802 - Cog's name
+def Input(
     default: Any = MISSING,
     *,
     description: str | None = None,

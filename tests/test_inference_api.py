@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from tests.inference_helpers import (
-    FIXTURES, TOKEN, auth, data_url, image_bytes, inference_server, png_data_url,
+    FIXTURES,
+    TOKEN,
+    auth,
+    data_url,
+    image_bytes,
+    inference_server,
+    png_data_url,
 )
 
 CREATE = "/v1/models/modelfolio/shapes/predictions"
