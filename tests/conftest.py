@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from build import Identity, build
+from inference.manifest import MODELS_DIR
+from proxy.app import create_app as create_proxy
+from proxy.config import Config, load_config
+from tests.inference_helpers import TOKEN, inference_server
+from tests.servers import serve
 
 # Where to find a Chromium: MODELFOLIO_CHROMIUM wins; then the usual system paths. Playwright's own
 # downloaded browsers are used only if none is found (we never run `playwright install` ourselves).
@@ -42,3 +51,31 @@ def base_url() -> None:
     # pytest-base-url's own fixture trips a pytest deprecation (warnings are errors here); our
     # tests start their servers on free ports and pass full URLs.
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    url: str  # the proxy: what a visitor opens
+    upstream: str  # the inference server, with the shipped models
+    config: Config
+    dist: Path
+    ledger: Path
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[str]:
+    """The real inference server with the shipped, trained models (torch loads once per run)."""
+    with inference_server(MODELS_DIR, owner=load_config(require_secrets=False).owner) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole product as a visitor meets it: the built site and the proxy in front of `upstream`."""
+    tmp = tmp_path_factory.mktemp("stack")
+    config = load_config(environ={"INFERENCE_TOKEN": TOKEN})
+    build(tmp / "dist", identity=Identity(config.owner, config.public_origin))
+    config = dataclasses.replace(config, upstream_url=upstream, site_dir=tmp / "dist",
+                                 ledger_path=tmp / "ledger.sqlite3")
+    with serve(create_proxy(config)) as url:
+        yield Stack(url, upstream, config, tmp / "dist", tmp / "ledger.sqlite3")

@@ -4,44 +4,19 @@ proxy and inference server: the right digit shows, one prediction is billed, and
 from __future__ import annotations
 
 import base64
-import dataclasses
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, Request, Response, expect
 
-from build import Identity, build
-from inference.manifest import MODELS_DIR
-from proxy.app import create_app as create_proxy
-from proxy.config import load_config
-from tests.inference_helpers import TOKEN, inference_server
-from tests.servers import serve
+from tests.conftest import Stack
+from tests.inference_helpers import TOKEN
 
 pytestmark = pytest.mark.e2e
 DIGITS = Path(__file__).parent / "data" / "digits"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "model-page.png"
-
-
-@dataclasses.dataclass(frozen=True)
-class Stack:
-    url: str  # the proxy: what a visitor opens
-    dist: Path
-    ledger: Path
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
-    config = load_config(environ={"INFERENCE_TOKEN": TOKEN})
-    build(tmp / "dist", identity=Identity(config.owner, config.public_origin))
-    with inference_server(MODELS_DIR, owner=config.owner) as upstream:
-        config = dataclasses.replace(config, upstream_url=upstream, site_dir=tmp / "dist",
-                                     ledger_path=tmp / "ledger.sqlite3")
-        with serve(create_proxy(config)) as url:
-            yield Stack(url, tmp / "dist", tmp / "ledger.sqlite3")
 
 
 def heldout_digit() -> tuple[Path, str]:
@@ -88,14 +63,18 @@ def test_a_dropped_digit_shows_its_label_bills_one_prediction_and_leaks_no_secre
     image, label = heldout_digit()
 
     page.goto(f"{stack.url}/models/digits/")
-    drop_file(page, "[data-testid=dropzone]", image, "image/png")
+    before = len(billed_rows(stack.ledger))
+    with page.expect_response(lambda r: r.request.method == "POST" and "/predictions" in r.url) as created:
+        drop_file(page, "[data-testid=dropzone]", image, "image/png")
+    prediction_id = created.value.json()["id"]
 
     expect(page.get_by_test_id("result-label")).to_have_text(label, timeout=30_000)
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "succeeded")
     expect(page.get_by_test_id("result-confidence")).to_contain_text("%")
     rows = billed_rows(stack.ledger)
-    assert len(rows) == 1
-    assert rows[0][1].endswith("/digits") and rows[0][2] >= 0
+    assert len(rows) == before + 1  # however many times the page polled
+    mine = [r for r in rows if r[0] == prediction_id]
+    assert len(mine) == 1 and mine[0][1] == "modelfolio/digits"
 
     # The README's picture: refreshed on request, so a test run leaves the checkout clean.
     update = os.environ.get("MODELFOLIO_UPDATE_SCREENSHOT")

@@ -1,0 +1,182 @@
+"""The whole product over real HTTP: the proxy in front of the inference server with the shipped
+models. What a customer, a visitor and the owner see; bad inputs at the front door."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.app import create_app as create_proxy
+from proxy.cli import main as proxy_cli
+from tests.conftest import Stack
+from tests.inference_helpers import TOKEN, data_url, image_bytes
+from tests.servers import serve
+
+DIGITS = Path(__file__).parent / "data" / "digits"
+CREATE = "/v1/models/modelfolio/digits/predictions"
+
+
+def digit(index: int = 0) -> tuple[str, str]:
+    path = sorted(DIGITS.glob("*.png"))[index]
+    return data_url(path.read_bytes(), "image/png"), path.stem.rsplit("-", 1)[1]
+
+
+def billed(ledger: Path, prediction_id: str) -> list[tuple]:
+    with sqlite3.connect(ledger) as db:
+        return db.execute("SELECT stripe_customer, predict_time_ms, amount FROM billed_usage "
+                          "WHERE prediction_id = ?", (prediction_id,)).fetchall()
+
+
+@pytest.fixture(scope="module")
+def customer_key(stack: Stack, monkeypatch_module: pytest.MonkeyPatch) -> str:
+    return _new_key(stack, monkeypatch_module, "cus_stacktest")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def _new_key(stack: Stack, mp: pytest.MonkeyPatch, customer: str) -> str:
+    """Through the owner's CLI, as the README says: `python -m proxy keys create`."""
+    mp.setenv("MODELFOLIO_LEDGER_PATH", str(stack.ledger))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert proxy_cli(["keys", "create", "--customer", customer]) == 0
+    return next(line for line in out.getvalue().splitlines() if line.startswith("mf_"))
+
+
+def test_polling_a_prediction_ten_times_bills_it_once_at_its_price(stack: Stack) -> None:
+    image, label = digit(1)
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        created = c.post(CREATE, json={"input": {"image": image}}, headers={"Prefer": "wait"})
+        assert created.status_code == 201
+        prediction = created.json()
+        assert prediction["status"] == "succeeded" and prediction["output"]["label"] == label
+        assert prediction["urls"]["get"].startswith(stack.url)  # rewritten: the upstream stays hidden
+        polls = [c.get(f"/v1/predictions/{prediction['id']}").json() for _ in range(10)]
+    assert {p["status"] for p in polls} == {"succeeded"}
+    rows = billed(stack.ledger, prediction["id"])
+    assert len(rows) == 1
+    customer, ms, amount = rows[0]
+    assert customer is None  # a visitor's demo: the owner's cost, never sent to Stripe
+    assert ms == prediction["metrics"]["predict_time_ms"]
+    assert Decimal(amount) == Decimal("0.0005") * ms / 1000
+    assert prediction["billing"]["amount"] == amount
+
+
+def test_a_customer_key_bills_that_customer_and_usage_shows_the_total(stack: Stack, customer_key: str) -> None:
+    image, _ = digit(2)
+    auth = {"Authorization": f"Bearer {customer_key}"}
+    with httpx.Client(base_url=stack.url, timeout=30, headers=auth) as c:
+        p = c.post(CREATE, json={"input": {"image": image}}, headers={"Prefer": "wait"}).json()
+        usage = c.get("/v1/usage").json()
+    assert billed(stack.ledger, p["id"])[0][0] == "cus_stacktest"
+    assert usage["predictions"] >= 1
+    assert Decimal(usage["amount_exact"]) >= Decimal(p["billing"]["amount"])
+
+
+def test_the_official_replicate_client_runs_a_model_through_the_proxy(stack: Stack, customer_key: str,
+                                                                     tmp_path: Path) -> None:
+    replicate = pytest.importorskip("replicate")
+    path = sorted(DIGITS.glob("*.png"))[3]
+    client = replicate.Client(api_token=customer_key, base_url=stack.url)
+    try:
+        with path.open("rb") as f:
+            output = client.run("modelfolio/digits", input={"image": f}, file_encoding_strategy="base64")
+        prediction = client.models.predictions.create(model="modelfolio/digits",
+                                                      input={"image": digit(4)[0]})
+        prediction.wait()
+    finally:
+        client._client.close()  # the client offers no close() of its own
+    assert output["label"] == path.stem.rsplit("-", 1)[1]
+    assert prediction.status == "succeeded"
+    assert billed(stack.ledger, prediction.id)[0][0] == "cus_stacktest"
+
+
+def test_a_customer_cannot_read_another_callers_prediction(stack: Stack, customer_key: str) -> None:
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        mine = c.post(CREATE, json={"input": {"image": digit(5)[0]}}).json()
+        theirs = c.get(f"/v1/predictions/{mine['id']}", headers={"Authorization": f"Bearer {customer_key}"})
+    assert theirs.status_code == 404
+
+
+def _bad_requests() -> list[tuple[str, dict, bytes, int, str]]:
+    json_type = {"Content-Type": "application/json"}
+    jpeg = image_bytes((400, 400), "red", fmt="JPEG")
+
+    def body(image: str) -> bytes:
+        return b'{"input": {"image": "' + image.encode() + b'"}}'
+
+    return [
+        ("bytes that are not an image", json_type, body(data_url(b"GIF89a" + b"\0" * 64, "image/png")), 422,
+         "not an image"),
+        ("a truncated JPEG", json_type, body(data_url(jpeg[: len(jpeg) // 3], "image/jpeg")), 422,
+         "truncated"),
+        ("a 20000x20000 PNG", json_type, body(data_url(image_bytes((20000, 20000), "white", mode="L"),
+                                                        "image/png")), 413, "megapixels"),
+        ("a 50 MB body", json_type, b"x" * (50 * 1024 * 1024), 413, "limit"),
+        ("a wrong content type", {"Content-Type": "text/plain"}, b"hello", 415, "application/json"),
+        ("malformed JSON", json_type, b'{"input": {', 400, "JSON"),
+        ("an input the model does not take", json_type, b'{"input": {"img": 1}}', 422, "unknown input 'img'"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "headers", "body", "status", "detail"), _bad_requests(),
+                         ids=[c[0] for c in _bad_requests()])
+def test_bad_requests_get_a_clear_4xx_through_the_proxy_and_nothing_is_billed(
+    stack: Stack, case: str, headers: dict, body: bytes, status: int, detail: str
+) -> None:
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        r = c.post(CREATE, content=body, headers=headers)
+        assert r.status_code == status, r.text
+        assert detail in r.json()["detail"]
+        assert TOKEN not in r.text
+        ok = c.post(CREATE, json={"input": {"image": digit()[0]}}, headers={"Prefer": "wait"})
+        assert ok.json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(("path", "headers", "status"), [
+    ("/v1/models/modelfolio/nope/predictions", {}, 404),
+    ("/v1/models/someone-else/digits/predictions", {}, 404),
+    (CREATE, {"Authorization": "Bearer mf_not_a_real_key"}, 401),
+    (CREATE, {"Authorization": f"Bearer {TOKEN}"}, 401),  # the inference token is no customer key
+])
+def test_unknown_models_and_wrong_keys_are_refused(stack: Stack, path: str, headers: dict, status: int) -> None:
+    r = httpx.post(stack.url + path, json={"input": {"image": digit()[0]}}, headers=headers, timeout=30)
+    assert r.status_code == status
+    assert r.json()["detail"]
+
+
+def test_past_the_demo_quota_a_visitor_reads_why_and_when_to_come_back(stack: Stack, tmp_path: Path) -> None:
+    config = dataclasses.replace(stack.config, demo_daily_quota=2, ledger_path=tmp_path / "ledger.sqlite3")
+    with serve(create_proxy(config)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        codes = [c.post(CREATE, json={"input": {"image": digit()[0]}}).status_code for _ in range(3)]
+        refused = c.post(CREATE, json={"input": {"image": digit()[0]}})
+    assert codes == [201, 201, 429]
+    assert int(refused.headers["Retry-After"]) > 0
+    assert "2 predictions a day" in refused.json()["detail"]
+
+
+def test_when_the_inference_server_is_down_the_proxy_says_so_with_retry_after(stack: Stack,
+                                                                             tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    config = dataclasses.replace(stack.config, upstream_url=dead, ledger_path=tmp_path / "ledger.sqlite3")
+    with serve(create_proxy(config)) as url:
+        r = httpx.post(url + CREATE, json={"input": {"image": digit()[0]}}, timeout=30)
+    assert r.status_code == 503
+    assert int(r.headers["Retry-After"]) > 0
+    assert "127.0.0.1" not in r.json()["detail"]
