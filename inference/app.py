@@ -89,13 +89,14 @@ class Models:
 
 
 def _example_inputs(manifest: Manifest, settings: Settings) -> list[dict[str, Any]]:
-    """The manifest's first example, resolved as a request's input would be (for the warm-up)."""
-    if not manifest.examples:
-        return []
-    raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
-           else value for name, value in manifest.examples[0].input.items()}
-    values = manifest.schema.validate(raw)
-    return [files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels)]
+    """The manifest's examples, resolved as a request's input would be (for the warm-up)."""
+    inputs = []
+    for example in manifest.examples:
+        raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
+               else value for name, value in example.input.items()}
+        values = manifest.schema.validate(raw)
+        inputs.append(files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels))
+    return inputs
 
 
 # --- routes -------------------------------------------------------------------------------------

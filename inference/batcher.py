@@ -49,8 +49,9 @@ class Batcher:
         """Runs `inputs` once on the model's own thread, where predictions will run: the first
         forward pass pays one-off costs (thread pools, allocations, kernel choice) that no
         customer should be billed for."""
-        if inputs:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.model.run, inputs)
+        loop = asyncio.get_running_loop()
+        for one in inputs:  # one at a time, as a lone visitor's request will run
+            await loop.run_in_executor(self._executor, self.model.run, [one])
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
