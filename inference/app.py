@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,15 +21,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference import files
 from inference.batcher import Batcher, Job
-from inference.bodies import read_json, wait_seconds
+from inference.bodies import cancel_after_seconds, read_json, wait_seconds
 from inference.config import Settings
-from inference.errors import BadRequest, InferenceError, NotFound, Unavailable
+from inference.errors import BadRequest, InferenceError, InvalidInput, NotFound, Unavailable
 from inference.loader import load
 from inference.manifest import Manifest, discover
+from inference.metrics import CONTENT_TYPE, Metrics
+from inference.openapi import openapi_spec, version_json
 from inference.predictions import Prediction, PredictionStore, new_id
 
 log = logging.getLogger("inference")
-COG_VERSION = "0.23.1"  # the Cog API shape we follow; the replicate client requires the field
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 class Models:
@@ -39,12 +43,13 @@ class Models:
         self.batchers: dict[str, Batcher] = {}
         self.problems: dict[str, str] = {}
         self.store = PredictionStore(ttl_s=settings.prediction_ttl_s, max_finished=settings.max_records)
+        self.metrics = Metrics(lambda: {b.model.ref: b.depth for b in self.batchers.values()})
 
     async def load_all(self) -> None:
         for manifest in self.manifests.values():
             try:
                 model = await anyio.to_thread.run_sync(load, manifest, self.settings.owner)
-                batcher = Batcher(model, self.store)
+                batcher = Batcher(model, self.store, self.metrics)
                 await batcher.warm_up(_example_inputs(manifest, self.settings))
             except Exception as exc:
                 log.exception("model %s failed to load", manifest.name)
@@ -122,6 +127,15 @@ async def readyz(request: Request) -> Response:
     raise Unavailable(f"not ready: loading {loading}, failed {sorted(models.problems)}", retry_after=2)
 
 
+async def metrics(request: Request) -> Response:
+    return Response(_models(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def openapi(request: Request) -> Response:
+    models = _models(request)
+    return JSONResponse(openapi_spec(list(models.manifests.values()), models.settings.owner))
+
+
 async def list_models(request: Request) -> Response:
     models = _models(request)
     results = [model_json(m, models.settings.owner, _base(request)) for m in models.manifests.values()]
@@ -147,13 +161,24 @@ async def create_for_model(request: Request) -> Response:
     return await _create(request, manifest, body)
 
 
-async def create(request: Request) -> Response:
+async def create(request: Request, prediction_id: str | None = None) -> Response:
     body = await _read_create_body(request)
     version = body.get("version")
     if not isinstance(version, str) or not version:
         raise BadRequest("'version' is required: a model version id, or use "
                          "POST /v1/models/{owner}/{name}/predictions")
-    return await _create(request, _models(request).by_version(version), body)
+    return await _create(request, _models(request).by_version(version), body, prediction_id)
+
+
+async def create_with_id(request: Request) -> Response:
+    """PUT /v1/predictions/{id}: a create the client may retry safely; the id is the client's."""
+    prediction_id = request.path_params["id"]
+    if not _CLIENT_ID.fullmatch(prediction_id):
+        raise InvalidInput("a prediction id is 1 to 100 letters, digits, '-' or '_'")
+    existing = _models(request).store.get(prediction_id)
+    if existing is not None:
+        return JSONResponse(existing.to_json(_base(request)), status_code=200)
+    return await create(request, prediction_id)
 
 
 async def get_prediction(request: Request) -> Response:
@@ -162,7 +187,9 @@ async def get_prediction(request: Request) -> Response:
 
 async def cancel_prediction(request: Request) -> Response:
     prediction = _prediction(request)
-    _models(request).store.finish(prediction, "canceled")
+    models = _models(request)
+    if models.store.finish(prediction, "canceled"):
+        models.metrics.predictions.labels(prediction.model, "canceled").inc()
     return JSONResponse(prediction.to_json(_base(request)))
 
 
@@ -180,19 +207,22 @@ async def _read_create_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _create(request: Request, manifest: Manifest, body: dict[str, Any]) -> Response:
+async def _create(request: Request, manifest: Manifest, body: dict[str, Any],
+                  prediction_id: str | None = None) -> Response:
     models = _models(request)
     batcher = models.batcher(manifest)
     wait = wait_seconds(request.headers.get("prefer"), models.settings.max_wait_s)
+    cancel_after = cancel_after_seconds(request.headers.get("cancel-after"))
     values = manifest.schema.validate(body["input"])
     batcher.check_capacity()  # before decoding: a full queue answers 429 at once
     inputs = await anyio.to_thread.run_sync(
         lambda: files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels)
     )
-    prediction = Prediction(id=new_id(), model=f"{models.settings.owner}/{manifest.name}",
+    prediction = Prediction(id=prediction_id or new_id(), model=f"{models.settings.owner}/{manifest.name}",
                             version=manifest.version, input=body["input"])
+    deadline = None if cancel_after is None else time.monotonic() + cancel_after
     try:
-        batcher.submit(Job(prediction, inputs))
+        batcher.submit(Job(prediction, inputs, deadline))
     except InferenceError:
         files.cleanup(inputs)
         raise
@@ -201,20 +231,6 @@ async def _create(request: Request, manifest: Manifest, body: dict[str, Any]) ->
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(prediction.done.wait(), wait)
     return JSONResponse(prediction.to_json(_base(request)), status_code=201)
-
-
-def version_json(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "id": manifest.version,
-        "created_at": None,
-        "cog_version": COG_VERSION,
-        "openapi_schema": {
-            "openapi": "3.0.2",
-            "info": {"title": manifest.title, "version": manifest.version[:12]},
-            "paths": {},
-            "components": {"schemas": {"Input": manifest.schema.json_schema(), "Output": {"title": "Output"}}},
-        },
-    }
 
 
 def model_json(manifest: Manifest, owner: str, base: str) -> dict[str, Any]:
@@ -241,6 +257,7 @@ def model_json(manifest: Manifest, owner: str, base: str) -> dict[str, Any]:
 
 async def inference_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InferenceError)
+    _models(request).metrics.errors.labels(str(exc.status_code), type(exc).__name__).inc()
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
@@ -297,12 +314,15 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
         Route("/v1/models", list_models),
         Route("/v1/models/{owner}/{name}", get_model),
         Route("/v1/models/{owner}/{name}/versions/{version}", get_version),
         Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
         Route("/v1/predictions", create, methods=["POST"]),
         Route("/v1/predictions/{id}", get_prediction),
+        Route("/v1/predictions/{id}", create_with_id, methods=["PUT"]),
         Route("/v1/predictions/{id}/cancel", cancel_prediction, methods=["POST"]),
     ]
     app = Starlette(

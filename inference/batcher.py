@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from inference import files
 from inference.errors import QueueFull
 from inference.loader import LoadedModel
+from inference.metrics import Metrics
 from inference.predictions import Prediction, PredictionStore
 
 log = logging.getLogger("inference")
@@ -27,12 +29,15 @@ log = logging.getLogger("inference")
 class Job:
     prediction: Prediction
     inputs: dict[str, Any]  # validated and resolved: what predict() takes
+    deadline: float | None = None  # time.monotonic() after which it must not start
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
-    def __init__(self, model: LoadedModel, store: PredictionStore) -> None:
+    def __init__(self, model: LoadedModel, store: PredictionStore, metrics: Metrics) -> None:
         self.model = model
         self._store = store
+        self._metrics = metrics
         self._max_batch = max(1, model.manifest.max_batch_size)
         self._max_queue = max(1, model.manifest.max_queue)
         self._window_s = model.manifest.batch_window_ms / 1000
@@ -105,24 +110,42 @@ class Batcher:
 
     def _take(self) -> list[Job]:
         batch: list[Job] = []
+        now = time.monotonic()
         while self._queue and len(batch) < self._max_batch:
             job = self._queue.popleft()
             if job.prediction.terminal:  # canceled while queued
                 files.cleanup(job.inputs)
-                continue
-            batch.append(job)
+            elif job.deadline is not None and now > job.deadline:
+                # Computing it would be wasted: nobody is waiting for the answer any more.
+                files.cleanup(job.inputs)
+                waited = now - job.queued_at
+                self._finish(job, "failed", 0,
+                             error=f"deadline passed after {waited:.1f} s in the queue; it never ran")
+            else:
+                batch.append(job)
+        if batch:
+            self._metrics.batch_size.labels(self.model.ref).observe(len(batch))
         return batch
 
     def _settle(self, job: Job, output: Any, seconds: float, batch_size: int) -> None:
         files.cleanup(job.inputs)
-        p = job.prediction
         if isinstance(output, Exception):
-            finished = self._store.finish(p, "failed", error=str(output) or type(output).__name__,
-                                          predict_time=seconds)
+            self._finish(job, "failed", batch_size, error=str(output) or type(output).__name__,
+                         predict_time=seconds)
         else:
-            finished = self._store.finish(p, "succeeded", output=output, predict_time=seconds)
-        if finished:
-            log.info("prediction", extra={"fields": {
-                "prediction_id": p.id, "model": p.model, "status": p.status,
-                "predict_time_ms": round(seconds * 1000, 3), "batch_size": batch_size,
-            }})
+            self._finish(job, "succeeded", batch_size, output=output, predict_time=seconds)
+
+    def _finish(self, job: Job, status: str, batch_size: int, **result: Any) -> None:
+        p = job.prediction
+        if not self._store.finish(p, status, **result):
+            return  # canceled meanwhile: the result is discarded
+        ref = self.model.ref
+        self._metrics.predictions.labels(ref, status).inc()
+        self._metrics.latency_seconds.labels(ref).observe(time.monotonic() - job.queued_at)
+        if p.predict_time is not None:
+            self._metrics.predict_seconds.labels(ref).observe(p.predict_time)
+        log.info("prediction", extra={"fields": {
+            "prediction_id": p.id, "model": p.model, "status": status, "error": p.error,
+            "predict_time_ms": None if p.predict_time is None else round(p.predict_time * 1000, 3),
+            "queue_ms": round((time.monotonic() - job.queued_at) * 1000, 3), "batch_size": batch_size,
+        }})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -44,6 +45,20 @@ def wait_seconds(prefer: str | None, max_wait: float) -> float:
             except ValueError:
                 raise BadRequest(f"Prefer: wait={value} is not a number of seconds") from None
     return 0.0
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def cancel_after_seconds(header: str | None) -> float | None:
+    """`Cancel-After: 30s` (or 500ms, 5m, 1h, a bare number of seconds) → seconds; absent → None."""
+    if header is None:
+        return None
+    match = _DURATION.fullmatch(header)
+    if match is None or float(match.group(1)) <= 0:
+        raise BadRequest(f"Cancel-After: {header!r} is not a duration like 30s, 500ms or 5m")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _too_large(size: int | None, limit: int) -> str:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import logging
+import pathlib
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from inference.files import data_url_of
 from inference.manifest import Manifest
-from inference.predictor import BasePredictor
+from inference.predictor import BasePredictor, Path
 
 log = logging.getLogger("inference")
+_loads = itertools.count()
 
 
 @dataclass
@@ -57,7 +61,9 @@ class LoadedModel:
 
 def load(manifest: Manifest, owner: str) -> LoadedModel:
     """Imports the predictor by path and runs its setup(); blocking, so call it off the loop."""
-    module_name = f"modelfolio_models.{manifest.name}"
+    # One module per loaded version: two versions of a model (or two servers in one process) must
+    # not replace each other's module.
+    module_name = f"modelfolio_model_{manifest.name}_{manifest.version[:12]}_{next(_loads)}"
     spec = importlib.util.spec_from_file_location(module_name, manifest.predictor_file)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {manifest.predictor_file}")
@@ -70,9 +76,27 @@ def load(manifest: Manifest, owner: str) -> LoadedModel:
 
 
 def _jsonable(output: Any) -> Any:
-    # Fail here, in the model's thread, with a clear error, rather than when a poll is answered.
+    """The output as JSON: files a predictor returns (Cog's `Path`) become data URLs.
+
+    Checked here, in the model's thread, so a bad output fails its prediction with a clear error
+    rather than the poll that would serialize it.
+    """
+    output = _inline_files(output)
     try:
         json.dumps(output)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the model's output is not JSON-serializable: {exc}") from None
     return output
+
+
+def _inline_files(value: Any) -> Any:
+    if isinstance(value, pathlib.Path):
+        url = data_url_of(value)
+        if isinstance(value, Path):  # a temporary file the predictor made for this output
+            value.unlink(missing_ok=True)
+        return url
+    if isinstance(value, list | tuple):
+        return [_inline_files(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _inline_files(v) for k, v in value.items()}
+    return value

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import fixture_gates
 from tests.inference_helpers import (
     FIXTURES,
     TOKEN,
@@ -36,7 +37,7 @@ def client(server: str) -> httpx.Client:
 
 
 def gate() -> threading.Event:
-    return sys.modules["modelfolio_models.shapes"].GATE
+    return fixture_gates.GATE
 
 
 def test_a_prediction_with_prefer_wait_returns_the_result_and_its_time(client: httpx.Client) -> None:
@@ -94,7 +95,7 @@ def test_a_predictor_error_fails_only_that_prediction(client: httpx.Client) -> N
 
 
 def test_queued_requests_run_together_as_one_batch(client: httpx.Client) -> None:
-    batches = sys.modules["modelfolio_models.shapes"].BATCHES
+    batches = fixture_gates.BATCHES
     gate().clear()
     try:
         held = client.post(CREATE, json={"input": {"image": png_data_url()}}).json()
@@ -250,3 +251,53 @@ def test_a_model_that_fails_setup_is_503_while_the_others_serve(tmp_path: Path) 
             assert broken.status_code == 503
             assert "weights missing" in broken.json()["detail"]
             assert c.get("/readyz").status_code == 503
+
+
+def test_a_prediction_whose_deadline_passed_in_the_queue_fails_without_running(client: httpx.Client) -> None:
+    gate().clear()
+    try:
+        client.post(CREATE, json={"input": {"image": png_data_url()}})  # holds the model
+        late = client.post(CREATE, json={"input": {"image": png_data_url()}},
+                           headers={"Cancel-After": "1ms"}).json()
+        deadline_passed_at = time.monotonic() + 0.002
+        while time.monotonic() < deadline_passed_at:  # the behaviour under test is time passing
+            pass
+    finally:
+        gate().set()
+    client.post(CREATE, json={"input": {"image": png_data_url()}}, headers={"Prefer": "wait"})
+    ended = client.get(f"/v1/predictions/{late['id']}").json()
+    assert ended["status"] == "failed"
+    assert "deadline passed" in ended["error"] and ended["output"] is None
+
+
+def test_a_malformed_cancel_after_is_a_400(client: httpx.Client) -> None:
+    r = client.post(CREATE, json={"input": {"image": png_data_url()}}, headers={"Cancel-After": "soon"})
+    assert r.status_code == 400 and "Cancel-After" in r.json()["detail"]
+
+
+def test_put_with_a_client_id_creates_once_however_often_it_is_retried(client: httpx.Client) -> None:
+    version = client.get("/v1/models/modelfolio/shapes").json()["latest_version"]["id"]
+    body = {"version": version, "input": {"image": png_data_url()}}
+    first = client.put("/v1/predictions/order-42", json=body, headers={"Prefer": "wait"})
+    again = client.put("/v1/predictions/order-42", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] == "order-42"
+    assert again.json()["status"] == "succeeded"
+    assert client.put("/v1/predictions/bad id!", json=body).status_code == 422
+
+
+def test_metrics_count_predictions_batches_and_errors(client: httpx.Client) -> None:
+    client.post(CREATE, json={"input": {"image": png_data_url()}}, headers={"Prefer": "wait"})
+    client.post(CREATE, json={"input": {}})
+    text = client.get("/metrics").text
+    assert 'modelfolio_predictions_total{model="modelfolio/shapes",status="succeeded"}' in text
+    assert 'modelfolio_batch_size_count{model="modelfolio/shapes"}' in text
+    assert 'modelfolio_queue_depth{model="modelfolio/shapes"} 0.0' in text
+    assert 'modelfolio_http_errors_total{kind="InvalidInput",status="422"}' in text
+
+
+def test_openapi_describes_each_models_input(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    create = spec["paths"]["/v1/models/modelfolio/shapes/predictions"]["post"]
+    ref = create["requestBody"]["content"]["application/json"]["schema"]["properties"]["input"]["$ref"]
+    assert spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["image"]

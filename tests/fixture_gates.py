@@ -1,0 +1,10 @@
+"""State the fixture predictors share with the tests, in a normally imported module, so every
+server that loads a fixture model (each under its own module name) sees the same objects."""
+
+from __future__ import annotations
+
+import threading
+
+GATE = threading.Event()  # tests hold predictions in flight by clearing it
+GATE.set()
+BATCHES: list[int] = []  # the size of each batch the shapes model ran
