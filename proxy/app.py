@@ -30,6 +30,7 @@ from proxy.forward import Upstream
 from proxy.ledger import Ledger
 from proxy.limits import DemoQuota, RateLimiter
 from proxy.logs import AccessLog, log_event
+from proxy.metering import metering
 from proxy.site import Site
 
 
@@ -61,7 +62,8 @@ def create_app(config: Config, *, clock: Callable[[], datetime.datetime] = utc_n
                 clock=clock,
             )
             try:
-                yield
+                async with metering(config, ledger):
+                    yield
             finally:
                 ledger.close()
 

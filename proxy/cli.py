@@ -4,6 +4,8 @@ python -m proxy [--env NAME] [--host 127.0.0.1] [--port 8000]
 python -m proxy keys create --customer cus_123
 python -m proxy keys list
 python -m proxy keys revoke <key-id>
+python -m proxy billing sync-catalog
+python -m proxy billing reconcile [--since ISO] [--until ISO]
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from proxy.ledger import Ledger
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config_dir, args.env, require_secrets=args.command != "keys")
+        secrets_needed = args.command not in ("keys", "billing")  # billing checks its own
+        config = load_config(args.config_dir, args.env, require_secrets=secrets_needed)
         if args.command == "keys":
             return _keys(args, config)
+        if args.command == "billing":
+            from proxy.billing_cli import run_billing
+
+            return run_billing(args, config)
         return _serve(config, args.host, args.port)
     except ConfigError as error:
         print(f"modelfolio proxy: {error}", file=sys.stderr)
@@ -46,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[_shared()], help="list keys (never the keys themselves)")
     revoke = actions.add_parser("revoke", parents=[_shared()], help="revoke a key by its id")
     revoke.add_argument("key_id")
+    billing = commands.add_parser("billing", parents=[_shared()], help="Stripe catalog and reconciliation")
+    jobs = billing.add_subparsers(dest="action", required=True)
+    jobs.add_parser("sync-catalog", parents=[_shared()], help="a meter and a metered price per model")
+    check = jobs.add_parser("reconcile", parents=[_shared()], help="the ledger against Stripe's summaries")
+    check.add_argument("--since", help="ISO 8601 start (default: 35 days ago)")
+    check.add_argument("--until", help="ISO 8601 end (default: now)")
+    check.add_argument("--customer", action="append", default=[], help="also check this cus_... id")
     return parser
 
 

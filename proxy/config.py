@@ -33,8 +33,8 @@ ENV_PREFIX = "MODELFOLIO_"
 REQUIRED_SECRETS = ("INFERENCE_TOKEN",)
 OPTIONAL_SECRETS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")
 
-_TOP_KEYS = {"name", "main", "compatibility_date", "vars", "routes", "ratelimits", "env"}
-_ENV_KEYS = {"name", "compatibility_date", "vars", "routes", "ratelimits"}
+_TOP_KEYS = {"name", "main", "compatibility_date", "vars", "routes", "ratelimits", "billing", "env"}
+_ENV_KEYS = {"name", "compatibility_date", "vars", "routes", "ratelimits", "billing"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,19 @@ class RateLimit:
 @dataclass(frozen=True)
 class Route:
     pattern: str  # where the deployment sends traffic to this proxy; informational here
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    """`[billing]`: where and how the metering worker talks to Stripe (the key is a secret)."""
+
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_meter_events_base: str = "https://meter-events.stripe.com"
+    concurrency: int = 8  # calls in flight at once, over all (customer, meter) lanes
+    timeout_s: float = 20.0
+    poll_interval_s: float = 2.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class Config:
     trust_x_forwarded_for: bool = False
     ratelimits: tuple[RateLimit, ...] = ()
     routes: tuple[Route, ...] = ()
+    billing: BillingConfig = BillingConfig()
     secrets: Secrets = Secrets()
     name: str = "modelfolio-proxy"
     env: str | None = None
@@ -113,6 +127,7 @@ def load_config(
         **variables,
         ratelimits=_read_ratelimits(merged.get("ratelimits", []), sources["ratelimits"]),
         routes=_read_routes(merged.get("routes", []), sources["routes"]),
+        billing=_read_billing(merged.get("billing", {}), environ),
         secrets=_read_secrets(config_dir, environ, require_secrets),
         name=_string(merged.get("name", "modelfolio-proxy"), sources["name"]),
         env=env,
@@ -145,7 +160,9 @@ def _apply_env(raw: dict[str, Any], env: str | None) -> tuple[dict[str, Any], di
     section = envs[env]
     _reject_unknown(section, _ENV_KEYS, f"[env.{env}]")
     for key, value in section.items():
-        if key == "vars":
+        if key == "billing" and isinstance(value, dict):
+            merged["billing"] = {**merged.get("billing", {}), **value}
+        elif key == "vars":
             merged["vars"] = {**merged.get("vars", {}), **value}
             sources.update({var: f"[env.{env}.vars] {var}" for var in value})
         else:
@@ -308,6 +325,41 @@ def _read_routes(items: Any, where: str) -> tuple[Route, ...]:
         Route(pattern=_string(item.get("pattern"), f"wrangler.toml {where}[{i}].pattern"))
         for i, item in enumerate(items)
     )
+
+
+def _stripe_url(value: Any, name: str) -> str:
+    url = _http_url(value, name)
+    # The secret key travels in the Authorization header: plain HTTP only to this machine.
+    if urlsplit(url).scheme != "https" and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"{name} must be https (plain http only for 127.0.0.1), got {url!r}")
+    return url
+
+
+_BILLING: dict[str, Callable[[Any, str], Any]] = {
+    "stripe_api_base": _stripe_url,
+    "stripe_meter_events_base": _stripe_url,
+    "concurrency": _positive_int,
+    "timeout_s": _seconds,
+    "poll_interval_s": _seconds,
+    "backoff_base_s": _seconds,
+    "backoff_max_s": _seconds,
+}
+
+
+def _read_billing(table: Any, environ: Mapping[str, str]) -> BillingConfig:
+    """`[billing]`, then `MODELFOLIO_BILLING_<KEY>` from the environment, e.g.
+    MODELFOLIO_BILLING_STRIPE_API_BASE=http://127.0.0.1:12111 for the test Stripe."""
+    if not isinstance(table, dict):
+        raise ConfigError("wrangler.toml [billing] must be a table")
+    _reject_unknown(table, set(_BILLING), "[billing]")
+    values = {}
+    for key, parse in _BILLING.items():
+        variable = f"{ENV_PREFIX}BILLING_{key.upper()}"
+        if variable in environ:
+            values[key] = parse(environ[variable], f"{variable} (environment)")
+        elif key in table:
+            values[key] = parse(table[key], f"wrangler.toml [billing] {key}")
+    return BillingConfig(**values)
 
 
 def _date(value: Any, name: str) -> str:

@@ -44,6 +44,15 @@ SCHEMA = (
         created_at TEXT NOT NULL,
         delivered_at TEXT
     )""",
+    """CREATE TABLE IF NOT EXISTS meter_dead_letter (
+        prediction_id TEXT PRIMARY KEY,
+        customer TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        value_ms INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        dead_at TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS api_keys (
         id TEXT PRIMARY KEY,
         key_hash TEXT NOT NULL UNIQUE,
@@ -203,14 +212,52 @@ class Ledger:
 
     # --- the outbox (delivered to Stripe by a background worker) -------------------------------
 
-    def undelivered_meter_events(self, limit: int = 100) -> list[MeterEvent]:
+    def undelivered_meter_events(
+        self, limit: int = 100, after: tuple[str, str] | None = None
+    ) -> list[MeterEvent]:
+        """Oldest first; `after` = (created_at, prediction_id) of the last row seen, to page on."""
+        created_at, prediction_id = after or ("", "")
         with self._transaction() as cur:
             rows = cur.execute(
                 "SELECT prediction_id, customer, event_name, value_ms, created_at, delivered_at "
-                "FROM meter_outbox WHERE delivered_at IS NULL ORDER BY created_at LIMIT ?",
-                (limit,),
+                "FROM meter_outbox WHERE delivered_at IS NULL "
+                "AND (created_at > ? OR (created_at = ? AND prediction_id > ?)) "
+                "ORDER BY created_at, prediction_id LIMIT ?",
+                (created_at, created_at, prediction_id, limit),
             ).fetchall()
         return [MeterEvent(*row) for row in rows]
+
+    def dead_letter_meter_event(self, prediction_id: str, reason: str, at: str) -> None:
+        """Moves an undeliverable event out of the outbox, keeping it for an operator."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO meter_dead_letter (prediction_id, customer, event_name, value_ms, "
+                "created_at, reason, dead_at) SELECT prediction_id, customer, event_name, value_ms, "
+                "created_at, ?, ? FROM meter_outbox WHERE prediction_id = ? AND delivered_at IS NULL "
+                "ON CONFLICT (prediction_id) DO NOTHING",
+                (reason, at, prediction_id),
+            )
+            cur.execute(
+                "DELETE FROM meter_outbox WHERE prediction_id = ? AND delivered_at IS NULL", (prediction_id,)
+            )
+
+    def dead_meter_events(self) -> list[tuple[str, str]]:
+        """(prediction_id, reason) of each dead-lettered event."""
+        with self._transaction() as cur:
+            return cur.execute(
+                "SELECT prediction_id, reason FROM meter_dead_letter ORDER BY created_at, prediction_id"
+            ).fetchall()
+
+    def delivered_meter_totals(self, since: str, until: str) -> dict[tuple[str, str], int]:
+        """Delivered milliseconds per (customer, event_name), by usage time in [since, until)."""
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "SELECT customer, event_name, SUM(value_ms) FROM meter_outbox "
+                "WHERE delivered_at IS NOT NULL AND created_at >= ? AND created_at < ? "
+                "GROUP BY customer, event_name",
+                (since, until),
+            ).fetchall()
+        return {(customer, name): int(total) for customer, name, total in rows}
 
     def mark_meter_event_delivered(self, prediction_id: str, at: str) -> None:
         with self._transaction() as cur:

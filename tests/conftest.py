@@ -79,3 +79,9 @@ def stack(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                                  ledger_path=tmp / "ledger.sqlite3")
     with serve(create_proxy(config)) as url:
         yield Stack(url, upstream, config, tmp / "dist", tmp / "ledger.sqlite3")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Playwright's sync API keeps an event loop running on the main thread from its first test to
+    # the end of the session, after which asyncio.run() fails there: browser tests go last.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -14,7 +14,9 @@ import uvicorn
 @contextlib.contextmanager
 def serve(app, *, timeout: float = 60.0) -> Iterator[str]:
     """Runs `app` under uvicorn in a thread; yields its base URL once it accepts requests."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: with proto=0 asyncio never sets TCP_NODELAY on accepted connections,
+    # and every response waits ~40 ms for delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
