@@ -29,6 +29,9 @@ from inference.manifest import Manifest, discover
 from inference.metrics import CONTENT_TYPE, Metrics
 from inference.openapi import openapi_spec, version_json
 from inference.predictions import Prediction, PredictionStore, new_id
+from inference.uploads import Uploads
+from inference.webhooks import Webhooks
+from inference.webhooks import check_request as check_webhook
 
 log = logging.getLogger("inference")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -42,14 +45,18 @@ class Models:
         self.manifests: dict[str, Manifest] = {m.name: m for m in discover(settings.models_dir)}
         self.batchers: dict[str, Batcher] = {}
         self.problems: dict[str, str] = {}
-        self.store = PredictionStore(ttl_s=settings.prediction_ttl_s, max_finished=settings.max_records)
+        self.webhooks = None if settings.webhook_secret is None else Webhooks(
+            settings.webhook_secret, backoff_s=settings.webhook_backoff_s)
+        self.store = PredictionStore(ttl_s=settings.prediction_ttl_s, max_finished=settings.max_records,
+                                     on_finish=lambda p: self.notify(p, "completed"))
+        self.uploads = Uploads(max_bytes=settings.max_upload_bytes)
         self.metrics = Metrics(lambda: {b.model.ref: b.depth for b in self.batchers.values()})
 
     async def load_all(self) -> None:
         for manifest in self.manifests.values():
             try:
                 model = await anyio.to_thread.run_sync(load, manifest, self.settings.owner)
-                batcher = Batcher(model, self.store, self.metrics)
+                batcher = Batcher(model, self.store, self.metrics, on_start=lambda p: self.notify(p, "start"))
                 await batcher.warm_up(_example_inputs(manifest, self.settings))
             except Exception as exc:
                 log.exception("model %s failed to load", manifest.name)
@@ -59,9 +66,16 @@ class Models:
             self.batchers[manifest.name] = batcher
             log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version}})
 
+    def notify(self, prediction: Prediction, event: str) -> None:
+        if self.webhooks is not None:
+            self.webhooks.notify(prediction, event)
+
     async def close(self) -> None:
         for batcher in self.batchers.values():
             await batcher.stop()
+        if self.webhooks is not None:
+            await self.webhooks.close()
+        self.uploads.close()
 
     @property
     def ready(self) -> bool:
@@ -181,6 +195,22 @@ async def create_with_id(request: Request) -> Response:
     return await create(request, prediction_id)
 
 
+async def upload_file(request: Request) -> Response:
+    uploads = _models(request).uploads
+    upload = await uploads.receive(request)
+    return JSONResponse(upload.to_json(_base(request), uploads.ttl_s), status_code=201)
+
+
+async def get_file(request: Request) -> Response:
+    uploads = _models(request).uploads
+    return JSONResponse(uploads.get(request.path_params["id"]).to_json(_base(request), uploads.ttl_s))
+
+
+async def delete_file(request: Request) -> Response:
+    _models(request).uploads.delete(request.path_params["id"])
+    return Response(status_code=204)
+
+
 async def get_prediction(request: Request) -> Response:
     return JSONResponse(_prediction(request).to_json(_base(request)))
 
@@ -214,12 +244,19 @@ async def _create(request: Request, manifest: Manifest, body: dict[str, Any],
     wait = wait_seconds(request.headers.get("prefer"), models.settings.max_wait_s)
     cancel_after = cancel_after_seconds(request.headers.get("cancel-after"))
     values = manifest.schema.validate(body["input"])
+    webhook, webhook_events = None, frozenset[str]()
+    if body.get("webhook") is not None:
+        webhook, webhook_events = check_webhook(
+            body["webhook"], body.get("webhook_events_filter"), secret=models.settings.webhook_secret,
+            allowed_hosts=models.settings.webhook_hosts)
     batcher.check_capacity()  # before decoding: a full queue answers 429 at once
     inputs = await anyio.to_thread.run_sync(
-        lambda: files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels)
+        lambda: files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels,
+                              uploads=models.uploads)
     )
     prediction = Prediction(id=prediction_id or new_id(), model=f"{models.settings.owner}/{manifest.name}",
-                            version=manifest.version, input=body["input"])
+                            version=manifest.version, input=body["input"], base_url=_base(request),
+                            webhook=webhook, webhook_events=webhook_events)
     deadline = None if cancel_after is None else time.monotonic() + cancel_after
     try:
         batcher.submit(Job(prediction, inputs, deadline))
@@ -321,6 +358,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models/{owner}/{name}/versions/{version}", get_version),
         Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
         Route("/v1/predictions", create, methods=["POST"]),
+        Route("/v1/files", upload_file, methods=["POST"]),
+        Route("/v1/files/{id}", get_file),
+        Route("/v1/files/{id}", delete_file, methods=["DELETE"]),
         Route("/v1/predictions/{id}", get_prediction),
         Route("/v1/predictions/{id}", create_with_id, methods=["PUT"]),
         Route("/v1/predictions/{id}/cancel", cancel_prediction, methods=["POST"]),

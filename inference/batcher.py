@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,10 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, model: LoadedModel, store: PredictionStore, metrics: Metrics) -> None:
+    def __init__(self, model: LoadedModel, store: PredictionStore, metrics: Metrics,
+                 on_start: Callable[[Prediction], None] = lambda p: None) -> None:
         self.model = model
+        self._on_start = on_start
         self._store = store
         self._metrics = metrics
         self._max_batch = max(1, model.manifest.max_batch_size)
@@ -98,6 +101,7 @@ class Batcher:
                 continue
             for job in batch:
                 job.prediction.start()
+                self._on_start(job.prediction)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.model.run, [job.inputs for job in batch]

@@ -21,9 +21,13 @@ class Settings:
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     max_body_bytes: int = 16 * 1024 * 1024  # a 10 MB image as a base64 data URL fits
     max_image_pixels: int = 40_000_000
+    max_upload_bytes: int = 100 * 1024 * 1024  # POST /v1/files, as Replicate allows
     max_wait_s: float = 60.0  # the longest `Prefer: wait=N` honoured, as Replicate does
     prediction_ttl_s: float = 3600.0  # how long finished predictions stay readable
     max_records: int = 10_000  # finished predictions kept at most, oldest dropped first
+    webhook_secret: str | None = field(default=None, repr=False)  # whsec_<base64>; None: no webhooks
+    webhook_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")  # the only hosts we call
+    webhook_backoff_s: float = 0.5  # the final event's retries wait 0.5, 1, 2, 4, 8 s
 
 
 class ConfigError(Exception):
@@ -39,6 +43,8 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
                         help="the portfolio owner's handle: models are addressed owner/name")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--webhook-hosts", default="127.0.0.1,localhost,::1",
+                        help="comma-separated hosts webhooks may be sent to (default: loopback)")
     args = parser.parse_args(argv)
     token = environ.get("INFERENCE_TOKEN", "")
     if not token:
@@ -49,5 +55,7 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         )
     if not args.models_dir.is_dir():
         raise ConfigError(f"--models-dir {args.models_dir} is not a folder")
+    hosts = tuple(h.strip() for h in args.webhook_hosts.split(",") if h.strip())
     return Settings(token=token, owner=args.owner, models_dir=args.models_dir, host=args.host,
-                    port=args.port, threads=args.threads)
+                    port=args.port, threads=args.threads,
+                    webhook_secret=environ.get("INFERENCE_WEBHOOK_SECRET") or None, webhook_hosts=hosts)

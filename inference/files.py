@@ -20,16 +20,20 @@ import PIL.ImageOps
 from inference.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from inference.predictor import Path
 from inference.schema import Field
+from inference.uploads import Uploads
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"}
 
 
-def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int) -> dict[str, Any]:
-    """Replaces each file input's URL with a decoded image or a temporary file."""
+def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int,
+            uploads: Uploads | None = None) -> dict[str, Any]:
+    """Replaces each file input's URL (a data URL, or an uploaded file's URL) with a decoded image
+    or a temporary file."""
     resolved = dict(values)
     for f in fields:
         if f.is_file and isinstance(values.get(f.name), str):
-            mime, data = read_data_url(f.name, values[f.name])
+            uploaded = uploads.read_url(values[f.name]) if uploads is not None else None
+            mime, data = uploaded or read_data_url(f.name, values[f.name])
             if f.kind == "image":
                 resolved[f.name] = decode_image(f.name, mime, data, max_pixels=max_pixels)
             else:
@@ -52,7 +56,7 @@ def read_data_url(name: str, url: str) -> tuple[str, bytes]:
     if url.startswith(("http://", "https://")):
         raise InvalidInput(
             f"input '{name}': URLs are not fetched by this server; send the file as a data URL "
-            "(data:image/png;base64,...)"
+            "(data:image/png;base64,...) or upload it with POST /v1/files and pass its URL"
         )
     if not url.startswith("data:") or "," not in url:
         raise InvalidInput(f"input '{name}' must be a data URL (data:<type>;base64,<data>)")

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,9 @@ class Prediction:
     completed_at: str | None = None
     predict_time: float | None = None
     finished_at: float | None = None  # monotonic, for expiry
+    base_url: str = ""  # where the caller reached us: the prediction's urls point there
+    webhook: str | None = None
+    webhook_events: frozenset[str] = frozenset()
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -90,7 +94,9 @@ def _abbreviate(value: Any) -> Any:
 class PredictionStore:
     """Every live prediction, plus finished ones for `ttl_s` seconds, at most `max_finished`."""
 
-    def __init__(self, *, ttl_s: float, max_finished: int) -> None:
+    def __init__(self, *, ttl_s: float, max_finished: int,
+                 on_finish: Callable[[Prediction], None] = lambda p: None) -> None:
+        self._on_finish = on_finish
         self._ttl_s = ttl_s
         self._max_finished = max_finished
         self._records: dict[str, Prediction] = {}
@@ -107,6 +113,7 @@ class PredictionStore:
         """Ends a prediction once (see Prediction.finish) and schedules its expiry."""
         if not prediction.finish(status, **result):
             return False
+        self._on_finish(prediction)
         self._finished.append(prediction)
         self._expire()
         return True

@@ -301,3 +301,27 @@ def test_openapi_describes_each_models_input(client: httpx.Client) -> None:
     create = spec["paths"]["/v1/models/modelfolio/shapes/predictions"]["post"]
     ref = create["requestBody"]["content"]["application/json"]["schema"]["properties"]["input"]["$ref"]
     assert spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["image"]
+
+
+def test_an_uploaded_file_can_be_used_as_an_input_by_its_url(client: httpx.Client) -> None:
+    png = image_bytes((21, 13))
+    uploaded = client.post("/v1/files", files={"content": ("photo.png", png, "image/png")},
+                           data={"metadata": '{"source": "test"}'})
+    assert uploaded.status_code == 201
+    file = uploaded.json()
+    assert (file["size"], file["content_type"], file["metadata"]) == (len(png), "image/png", {"source": "test"})
+    r = client.post(CREATE, json={"input": {"image": file["urls"]["get"]}}, headers={"Prefer": "wait"})
+    assert r.json()["output"]["width"] == 21.0
+    # The proxy rewrites URLs to its own host; the file id is what counts, never a fetch.
+    elsewhere = file["urls"]["get"].replace("127.0.0.1", "models.example.com")
+    assert client.post(CREATE, json={"input": {"image": elsewhere}}, headers={"Prefer": "wait"}).json()[
+        "status"] == "succeeded"
+    assert client.delete(f"/v1/files/{file['id']}").status_code == 204
+    gone = client.post(CREATE, json={"input": {"image": file["urls"]["get"]}})
+    assert gone.status_code == 404 and "no file" in gone.json()["detail"]
+
+
+def test_an_upload_without_a_file_or_in_the_wrong_form_is_refused(client: httpx.Client) -> None:
+    assert client.post("/v1/files", json={"content": "x"}).status_code == 415
+    r = client.post("/v1/files", files={"other": ("a.png", b"x", "image/png")})
+    assert r.status_code == 422 and "'content'" in r.json()["detail"]
