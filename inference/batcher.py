@@ -48,6 +48,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.manifest.name}")
         self._task: asyncio.Task[None] | None = None
+        self._running: list[Job] = []  # the batch on the model now
 
     @property
     def depth(self) -> int:
@@ -69,11 +70,15 @@ class Batcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # The running batch ends first; wait for it off the event loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        for job in self._running:
+            self._finish(job, "failed", len(self._running), error="the server shut down while this ran")
+            files.cleanup(job.inputs)
         while self._queue:
             job = self._queue.popleft()
-            self._store.finish(job.prediction, "failed", error="the server shut down before this ran")
+            self._finish(job, "failed", 0, error="the server shut down before this ran")
             files.cleanup(job.inputs)
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def check_capacity(self) -> None:
         if len(self._queue) >= self._max_queue:
@@ -102,6 +107,7 @@ class Batcher:
             for job in batch:
                 job.prediction.start()
                 self._on_start(job.prediction)
+            self._running = batch
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.model.run, [job.inputs for job in batch]
@@ -109,6 +115,7 @@ class Batcher:
             except Exception as exc:
                 log.exception("batch failed on %s", self.model.ref)
                 results = [(exc, 0.0)] * len(batch)
+            self._running = []
             for job, (output, seconds) in zip(batch, results, strict=True):
                 self._settle(job, output, seconds, len(batch))
 
