@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import stripe
 from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -51,6 +52,7 @@ class Gateway:
     quota: DemoQuota
     addresses: AddressHasher
     clock: Callable[[], datetime.datetime]
+    stripe: stripe.StripeClient | None = None  # only with STRIPE_SECRET_KEY
 
     async def identify(self, request: Request, *, creates: bool = False) -> Caller:
         key = presented_key(request.headers.get("authorization"))

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 
-from proxy import api
+from proxy import api, checkout, stripe_api, webhooks
 from proxy.auth import AddressHasher
 from proxy.billing import Biller
 from proxy.config import Config, missing_secret_message
@@ -49,6 +49,8 @@ def create_app(config: Config, *, clock: Callable[[], datetime.datetime] = utc_n
         timeout = httpx.Timeout(config.upstream_timeout_s, connect=5.0)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         # trust_env=False: an HTTP(S)_PROXY in the environment must not see the token.
+        key = config.secrets.stripe_secret_key
+        connection = stripe_api.connect(key, config.billing) if key else None
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
             upstream = Upstream(client, config.upstream_url, token)
             app.state.gateway = api.Gateway(
@@ -60,11 +62,14 @@ def create_app(config: Config, *, clock: Callable[[], datetime.datetime] = utc_n
                 quota=DemoQuota(config.demo_daily_quota),
                 addresses=AddressHasher(token),
                 clock=clock,
+                stripe=connection.client if connection else None,
             )
             try:
                 async with metering(config, ledger):
                     yield
             finally:
+                if connection:
+                    await connection.aclose()
                 ledger.close()
 
     middleware = [Middleware(AccessLog)]
@@ -80,7 +85,13 @@ def create_app(config: Config, *, clock: Callable[[], datetime.datetime] = utc_n
             )
         )
     return Starlette(
-        routes=[*api.ROUTES, Mount("/v1", app=api.not_found), Mount("/", app=Site(config.site_dir))],
+        routes=[
+            *api.ROUTES,
+            *webhooks.ROUTES,
+            *checkout.ROUTES,
+            Mount("/v1", app=api.not_found),
+            Mount("/", app=Site(config.site_dir)),
+        ],
         middleware=middleware,
         exception_handlers={
             RequestError: request_error,

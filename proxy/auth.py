@@ -36,9 +36,13 @@ class Caller:
         return "customer" if self.kind == "customer" else "demo"
 
 
-def new_api_key() -> tuple[str, str]:
+def new_key_id() -> str:
+    return secrets.token_hex(6)
+
+
+def new_api_key(key_id: str | None = None) -> tuple[str, str]:
     """A fresh (key id, key); the key is shown once and stored only as its hash."""
-    key_id = secrets.token_hex(6)
+    key_id = key_id or new_key_id()
     return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 

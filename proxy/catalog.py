@@ -33,7 +33,7 @@ class Product:
 
     @property
     def lookup_key(self) -> str:
-        return f"{self.event_name}_{CURRENCY}_month"
+        return price_lookup_key(self.model)
 
     @property
     def cents_per_ms(self) -> str:
@@ -42,6 +42,12 @@ class Product:
         if -Decimal(cents).as_tuple().exponent > MAX_DECIMALS:  # type: ignore[operator]
             raise ProxyError(f"{self.model}: {cents} cents per ms has more than {MAX_DECIMALS} decimals")
         return cents
+
+
+def price_lookup_key(model: str) -> str:
+    """The metered price of `model` (owner/name), as checkout finds it: Stripe prices are
+    immutable, so a changed price is a new Price that takes over this key."""
+    return f"{meter_event_name(model)}_{CURRENCY}_month"
 
 
 async def models(upstream: Upstream) -> list[Product]:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy._ledger_stripe import STRIPE_SCHEMA, StripeLedger
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS predictions (
         id TEXT PRIMARY KEY,
@@ -60,6 +62,7 @@ SCHEMA = (
         created_at TEXT NOT NULL,
         revoked_at TEXT
     )""",
+    *STRIPE_SCHEMA,
 )
 
 _USAGE_COLUMNS = (
@@ -102,7 +105,7 @@ class ApiKeyRecord:
     revoked_at: str | None
 
 
-class Ledger:
+class Ledger(StripeLedger):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

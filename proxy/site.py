@@ -12,11 +12,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 # The site loads its scripts from /assets/*.js: no inline script may run. Inline styles stay
-# allowed because templates may set a style attribute; they cannot run code.
+# allowed because templates may set a style attribute; they cannot run code. Browsers apply
+# form-action to the redirect that follows a form post too: "Get an API key" ends at Stripe Checkout.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
-    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    "base-uri 'self'; form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
@@ -27,14 +28,14 @@ SECURITY_HEADERS = {
 }
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>{head}
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><main><h1>{title}</h1><p>{message}</p></main></body></html>
 """
 
 
-def page(status: int, title: str, message: str) -> HTMLResponse:
-    body = _PAGE.format(title=html.escape(title), message=message)
+def page(status: int, title: str, message: str, *, head: str = "") -> HTMLResponse:
+    body = _PAGE.format(title=html.escape(title), message=message, head=head)
     return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
 

@@ -28,6 +28,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests import stripe_server_checkout as checkout
+
 DAY = 86400
 IDENTIFIER_WINDOW_S = DAY  # "uniqueness within a rolling period of at least 24 hours"
 IDEMPOTENCY_WINDOW_S = DAY  # https://docs.stripe.com/api/idempotent_requests: "at least 24 hours"
@@ -103,6 +105,7 @@ class State:
     idempotency: dict[str, tuple[str, int, bytes, float]] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     error_reports: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: checkout.Webhooks = field(default_factory=checkout.Webhooks)
     calls: dict[str, int] = field(default_factory=dict)  # "POST /v1/..." and fault kinds -> count
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -394,9 +397,18 @@ def create_meter_event(s: State, p: dict[str, Any], _: dict[str, str]) -> dict[s
     customer_key = meter["customer_mapping"]["event_payload_key"] if meter else "stripe_customer_id"
     customer = payload.get(customer_key)
     if meter is None:
-        s.error_reports.append({"code": "meter_event_no_meter_found", "identifier": identifier})
+        s.error_reports.append(
+            {"code": "no_meter", "identifier": identifier, "message": f"No meter for {event_name}."}
+        )
     elif customer not in s.objects or s.objects[customer]["object"] != "customer":
-        s.error_reports.append({"code": "meter_event_customer_not_found", "identifier": identifier})
+        s.error_reports.append(
+            {
+                "code": "meter_event_customer_not_found",
+                "identifier": identifier,
+                "meter": meter["id"],
+                "message": f"No customer {customer} found.",
+            }
+        )
     else:
         s.events.append(event)
     return event
@@ -434,6 +446,7 @@ class Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         s, method = self.state, request.method
+        s.webhooks.base_url = str(request.base_url).rstrip("/")
         s.count(f"{method} {request.url.path}")
         fault = s.faults.draw(request.url.path)
         if fault:
@@ -458,6 +471,7 @@ class Endpoint:
             headers = error.headers
         else:
             headers = {}
+        await checkout.deliver_pending(s)
         if fault == "lose_response" and s.faults.lose_mode == "drop":
             # Stored, then the connection dies mid-answer: the client cannot know it succeeded.
             await send(
@@ -557,6 +571,7 @@ def create_app(*, seed: int = 0, clock: Callable[[], float] = time.time) -> Star
         ("/v1/billing/meters/{id}/deactivate", deactivate_meter, "POST"),
         ("/v1/billing/meters/{id}/event_summaries", event_summaries, "GET"),
         ("/v1/billing/meter_events", create_meter_event, "POST"),
+        *checkout.ENDPOINTS,
     ]
 
     async def set_faults(request: Request) -> JSONResponse:
@@ -567,6 +582,7 @@ def create_app(*, seed: int = 0, clock: Callable[[], float] = time.time) -> Star
         routes=[
             *(Route(path, Endpoint(state, handler), methods=[method]) for path, handler, method in routes),
             Route("/_test/faults", set_faults, methods=["POST"]),
+            *checkout.scripted_routes(state),
         ]
     )
     app.state.stripe = state

@@ -129,7 +129,8 @@ def test_an_unknown_customer_is_accepted_then_reported_not_summed(server) -> Non
     client = sdk(url)
     _meter, _alice = meter_and_customer(client)
     client.v1.billing.meter_events.create(event("cus_nobody", "p1"))
-    assert state.error_reports == [{"code": "meter_event_customer_not_found", "identifier": "p1"}]
+    (report,) = state.error_reports
+    assert {"code": "meter_event_customer_not_found", "identifier": "p1"}.items() <= report.items()
 
 
 def test_event_names_are_unique_among_active_meters(server) -> None:
