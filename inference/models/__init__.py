@@ -1,0 +1,1 @@
+"""The shipped models, one folder each: manifest.toml, predict.py, train.py, weights.pt."""

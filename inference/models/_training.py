@@ -1,0 +1,118 @@
+"""What the train.py scripts share: a deterministic fit, measuring through the real Predictor
+on the server's image path (PNG in, PIL out), and the `[measured]` table of a manifest."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+_MEASURED_HEADER = "[measured]"
+
+
+class BatchPredictor(Protocol):
+    def predict(self, image: Image.Image) -> dict[str, Any]: ...
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+
+
+def fit(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Trains `model` on (x, y) with AdamW and a one-cycle schedule; returns it in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * -(-len(x) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
+            inputs = x[batch] if augment is None else augment(x[batch], generator)
+            loss = torch.nn.functional.cross_entropy(model(inputs), y[batch], label_smoothing=0.05)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def png_roundtrip(image: Image.Image) -> Image.Image:
+    """Encodes to PNG and decodes again, as an upload reaches the predictor."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    buffer.seek(0)
+    decoded = Image.open(buffer)
+    decoded.load()
+    return decoded
+
+
+def heldout_accuracy(
+    predictor: BatchPredictor,
+    images: Sequence[Image.Image],
+    labels: Sequence[str],
+    batch_size: int,
+) -> float:
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        outputs = predictor.predict_batch([{"image": png_roundtrip(image)} for image in chunk])
+        expected = labels[start : start + batch_size]
+        correct += sum(out["label"] == want for out, want in zip(outputs, expected, strict=True))
+    return correct / len(images)
+
+
+def median_latency_ms(predictor: BatchPredictor, image: Image.Image, runs: int = 50) -> float:
+    image = png_roundtrip(image)
+    predictor.predict(image)  # the first call pays for lazy initialisation
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        predictor.predict(image)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000.0
+
+
+def write_measured(manifest: Path, measured: dict[str, Any]) -> None:
+    """Replaces the `[measured]` table, which each manifest keeps last, and nothing else."""
+    text = manifest.read_text()
+    head = text.split("\n" + _MEASURED_HEADER, 1)[0].rstrip("\n")
+    lines = [f"{key} = {_toml_value(value)}" for key, value in measured.items()]
+    note = "# written by train.py, measured through the real Predictor on held-out images"
+    manifest.write_text(f"{head}\n\n{_MEASURED_HEADER}\n{note}\n" + "\n".join(lines) + "\n")
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

@@ -1,0 +1,108 @@
+"""Trains the surface-defect classifier: `python -m inference.models.defects.train`.
+
+The training pictures come from one seed and the held-out pictures from another, both drawn by
+surfaces.py; the held-out ones are only ever used to measure.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inference.models._training import (
+    fit,
+    heldout_accuracy,
+    median_latency_ms,
+    seed_everything,
+    today,
+    write_measured,
+)
+from inference.models.defects.predict import LABELS, WEIGHTS, DefectNet, Predictor, to_input
+from inference.models.defects.surfaces import CLASSES, surface_image
+
+TRAIN_SEED = 2024
+HELDOUT_SEED = 9001
+TRAIN_PER_CLASS = 800
+HELDOUT_PER_CLASS = 150
+EPOCHS = 16
+FOLDER = Path(__file__).parent
+TESTS_DATA = FOLDER.parents[2] / "tests" / "data" / "defects"
+TEST_IMAGES_PER_CLASS = 2
+
+
+def surfaces(per_class: int, seed: int) -> tuple[list[Image.Image], list[str]]:
+    rng = np.random.default_rng(seed)
+    labels = [label for _ in range(per_class) for label in CLASSES]
+    return [surface_image(label, rng) for label in labels], labels
+
+
+def flip_and_turn(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random mirror images and quarter turns: a defect is a defect whichever way up."""
+
+    def some() -> torch.Tensor:
+        return (torch.rand(len(x), generator=generator) < 0.5)[:, None, None, None]
+
+    x = torch.where(some(), x.flip(3), x)
+    x = torch.where(some(), x.flip(2), x)
+    return torch.where(some(), x.transpose(2, 3), x)
+
+
+def write_examples(images: list[Image.Image], labels: list[str]) -> None:
+    (FOLDER / "examples").mkdir(exist_ok=True)
+    for wanted in CLASSES:
+        images[labels.index(wanted)].save(FOLDER / "examples" / f"{wanted}.png", optimize=True)
+
+
+def write_test_data(images: list[Image.Image], labels: list[str]) -> None:
+    TESTS_DATA.mkdir(parents=True, exist_ok=True)
+    for old in TESTS_DATA.glob("*.png"):
+        old.unlink()
+    for wanted in CLASSES:
+        # The first of each class is already the example; the tests get the next ones.
+        picks = [i for i, label in enumerate(labels) if label == wanted][1 : 1 + TEST_IMAGES_PER_CLASS]
+        for index in picks:
+            images[index].save(TESTS_DATA / f"{index:04d}-{wanted}.png", optimize=True)
+
+
+def main() -> None:
+    seed_everything(TRAIN_SEED)
+    started = time.perf_counter()
+    images, labels = surfaces(TRAIN_PER_CLASS, TRAIN_SEED)
+    x = torch.from_numpy(np.stack([to_input(image) for image in images]))
+    y = torch.tensor([LABELS.index(label) for label in labels])
+    model = fit(
+        DefectNet(), x, y, epochs=EPOCHS, batch_size=64, lr=1e-2, augment=flip_and_turn, seed=TRAIN_SEED
+    )
+    train_seconds = time.perf_counter() - started
+    torch.save(model.state_dict(), WEIGHTS)
+
+    heldout, heldout_labels = surfaces(HELDOUT_PER_CLASS, HELDOUT_SEED)
+    write_examples(heldout, heldout_labels)
+    write_test_data(heldout, heldout_labels)
+    predictor = Predictor()
+    predictor.setup()
+    accuracy = heldout_accuracy(predictor, heldout, heldout_labels, batch_size=32)
+    latency = median_latency_ms(predictor, heldout[0])
+    write_measured(
+        FOLDER / "manifest.toml",
+        {
+            "accuracy": round(accuracy, 4),
+            "heldout_size": len(heldout),
+            "train_seconds": round(train_seconds, 1),
+            "latency_ms": round(latency, 2),
+            "measured_on": today(),
+        },
+    )
+    print(
+        f"defects: trained on {len(images)} pictures in {train_seconds:.1f} s; held-out "
+        f"accuracy {accuracy:.4f} ({len(heldout)} pictures); latency {latency:.2f} ms; "
+        f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Handwritten digit recognizer trained on scikit-learn's digits."""
