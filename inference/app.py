@@ -330,7 +330,10 @@ class RequireToken:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, load_before_serving: bool = False) -> Starlette:
+    """`load_before_serving` makes start-up wait for every model: for a host such as Ray Serve
+    that sends traffic to a replica as soon as its start-up ends, not when /readyz says so."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if settings.threads:
@@ -341,6 +344,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.models = models
         loading = asyncio.create_task(models.load_all())
         try:
+            if load_before_serving:
+                await asyncio.shield(loading)
             yield
         finally:
             loading.cancel()
