@@ -24,6 +24,7 @@ from proxy.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from proxy.forward import (
@@ -139,6 +140,44 @@ async def _own_prediction(request: Request, method: str, suffix: str) -> Respons
     return await _prediction_response(proxy, request, reply, reply.json(), caller, None)
 
 
+async def upload_file(request: Request) -> Response:
+    """Streams a customer's upload to the model server, which keeps it for an hour; its URL can
+    then be a prediction's input. Visitors on the demo send images as data URLs instead."""
+    proxy = gateway(request)
+    caller = await proxy.identify(request)
+    if caller.kind == "anonymous":
+        raise Unauthorized("uploading files needs an API key; the free demo takes images as data URLs")
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaType("upload a file as multipart/form-data with the field 'content'")
+    _check_declared_length(request.headers.get("content-length"), proxy.config.max_upload_bytes)
+    body = limited(request.stream(), proxy.config.max_upload_bytes)
+    try:
+        reply = await proxy.upstream.send("POST", "/v1/files", headers=request.headers, body=body)
+    except ClientDisconnect:
+        raise BadRequest("the upload ended before it was complete") from None
+    if not reply.ok:
+        return reply.passthrough()
+    file_object = reply.json()
+    if not isinstance(file_object, dict) or not isinstance(file_object.get("id"), str):
+        raise BadGateway("the model server answered an upload without a file id")
+    await to_thread.run_sync(proxy.ledger.record_upload, segment(file_object["id"], "file"), caller.id,
+                             proxy.now())
+    return JSONResponse(hide_upstream(file_object, proxy.config.upstream_url, origin(request)), status_code=201)
+
+
+async def own_file(request: Request) -> Response:
+    proxy = gateway(request)
+    caller = await proxy.identify(request)
+    file_id = segment(request.path_params["id"], "file")
+    if await to_thread.run_sync(proxy.ledger.uploader_of, file_id) != caller.id:
+        raise NotFound("file not found")
+    reply = await proxy.upstream.send(request.method, f"/v1/files/{file_id}")
+    if not reply.ok or reply.status == 204:
+        return reply.passthrough()
+    return JSONResponse(hide_upstream(reply.json(), proxy.config.upstream_url, origin(request)))
+
+
 async def get_model(request: Request) -> Response:
     proxy = gateway(request)
     await proxy.identify(request)
@@ -221,6 +260,8 @@ ROUTES = [
     Route("/v1/models/{owner}/{name}", get_model, methods=["GET"]),
     Route("/v1/models/{owner}/{name}/versions/{id}", get_model, methods=["GET"]),
     Route("/v1/usage", usage, methods=["GET"]),
+    Route("/v1/files", upload_file, methods=["POST"]),
+    Route("/v1/files/{id}", own_file, methods=["GET", "DELETE"]),
 ]
 
 

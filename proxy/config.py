@@ -87,6 +87,7 @@ class Config:
     site_dir: Path = REPO_ROOT / "dist"
     ledger_path: Path = REPO_ROOT / "var" / "ledger.sqlite3"
     max_body_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 100 * 1024 * 1024  # POST /v1/files, for customers only
     demo_daily_quota: int = 50
     upstream_timeout_s: float = 70.0
     trust_x_forwarded_for: bool = False
@@ -266,6 +267,7 @@ _VARS: dict[str, tuple[str, Callable[[Any, str], Any], Any]] = {
     "SITE_DIR": ("site_dir", _path, "dist"),
     "LEDGER_PATH": ("ledger_path", _path, "var/ledger.sqlite3"),
     "MAX_BODY_BYTES": ("max_body_bytes", _positive_int, 10 * 1024 * 1024),
+    "MAX_UPLOAD_BYTES": ("max_upload_bytes", _positive_int, 100 * 1024 * 1024),
     "DEMO_DAILY_QUOTA": ("demo_daily_quota", _count, 50),
     "UPSTREAM_TIMEOUT_S": ("upstream_timeout_s", _seconds, 70),
     "TRUST_X_FORWARDED_FOR": ("trust_x_forwarded_for", _bool, False),

@@ -62,6 +62,12 @@ SCHEMA = (
         created_at TEXT NOT NULL,
         revoked_at TEXT
     )""",
+    # Files customers uploaded (POST /v1/files): only their uploader may read or delete them.
+    """CREATE TABLE IF NOT EXISTS uploads (
+        id TEXT PRIMARY KEY,
+        caller TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
     *STRIPE_SCHEMA,
 )
 
@@ -146,6 +152,18 @@ class Ledger(StripeLedger):
     def creator_of(self, prediction_id: str) -> str | None:
         with self._transaction() as cur:
             row = cur.execute("SELECT caller FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
+        return row[0] if row else None
+
+    def record_upload(self, file_id: str, caller: str, at: str) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO uploads (id, caller, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (file_id, caller, at),
+            )
+
+    def uploader_of(self, file_id: str) -> str | None:
+        with self._transaction() as cur:
+            row = cur.execute("SELECT caller FROM uploads WHERE id = ?", (file_id,)).fetchone()
         return row[0] if row else None
 
     def count_predictions_since(self, caller: str, since: str) -> int:

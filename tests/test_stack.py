@@ -91,8 +91,8 @@ def test_the_official_replicate_client_runs_a_model_through_the_proxy(stack: Sta
     path = sorted(DIGITS.glob("*.png"))[3]
     client = replicate.Client(api_token=customer_key, base_url=stack.url)
     try:
-        with path.open("rb") as f:
-            output = client.run("modelfolio/digits", input={"image": f}, file_encoding_strategy="base64")
+        with path.open("rb") as f:  # the client's default: upload through POST /v1/files
+            output = client.run("modelfolio/digits", input={"image": f})
         prediction = client.models.predictions.create(model="modelfolio/digits",
                                                       input={"image": digit(4)[0]})
         prediction.wait()
@@ -180,3 +180,19 @@ def test_when_the_inference_server_is_down_the_proxy_says_so_with_retry_after(st
     assert r.status_code == 503
     assert int(r.headers["Retry-After"]) > 0
     assert "127.0.0.1" not in r.json()["detail"]
+
+
+def test_uploads_need_a_key_and_stay_private_to_their_uploader(stack: Stack, customer_key: str,
+                                                                monkeypatch_module: pytest.MonkeyPatch) -> None:
+    png = (DIGITS / sorted(p.name for p in DIGITS.glob("*.png"))[0]).read_bytes()
+    form = {"content": ("digit.png", png, "image/png")}
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        assert c.post("/v1/files", files=form).status_code == 401  # the demo sends data URLs
+        mine = c.post("/v1/files", files=form, headers={"Authorization": f"Bearer {customer_key}"})
+        assert mine.status_code == 201
+        file = mine.json()
+        assert file["urls"]["get"].startswith(stack.url)
+        other = _new_key(stack, monkeypatch_module, "cus_someoneelse")
+        assert c.get(f"/v1/files/{file['id']}", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+        assert c.get(f"/v1/files/{file['id']}",
+                     headers={"Authorization": f"Bearer {customer_key}"}).json()["size"] == len(png)
