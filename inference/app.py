@@ -67,8 +67,11 @@ class Models:
             log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version}})
 
     def notify(self, prediction: Prediction, event: str) -> None:
-        if self.webhooks is not None:
-            self.webhooks.notify(prediction, event)
+        if self.webhooks is None:
+            return
+        self.webhooks.notify(prediction, event)
+        if event == "completed" and self.settings.notify_url:
+            self.webhooks.send(self.settings.notify_url, prediction, event)
 
     async def close(self) -> None:
         for batcher in self.batchers.values():

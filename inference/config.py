@@ -28,6 +28,7 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)  # whsec_<base64>; None: no webhooks
     webhook_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")  # the only hosts we call
     webhook_backoff_s: float = 0.5  # the final event's retries wait 0.5, 1, 2, 4, 8 s
+    notify_url: str | None = None  # every finished prediction is also sent here (the proxy bills)
 
 
 class ConfigError(Exception):
@@ -43,6 +44,9 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
                         help="the portfolio owner's handle: models are addressed owner/name")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--notify-url", default=environ.get("INFERENCE_NOTIFY_URL") or None,
+                        help="send every finished prediction here, signed (the proxy's "
+                             "/internal/inference-events); needs INFERENCE_WEBHOOK_SECRET")
     parser.add_argument("--webhook-hosts", default="127.0.0.1,localhost,::1",
                         help="comma-separated hosts webhooks may be sent to (default: loopback)")
     args = parser.parse_args(argv)
@@ -56,6 +60,9 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     if not args.models_dir.is_dir():
         raise ConfigError(f"--models-dir {args.models_dir} is not a folder")
     hosts = tuple(h.strip() for h in args.webhook_hosts.split(",") if h.strip())
+    secret = environ.get("INFERENCE_WEBHOOK_SECRET") or None
+    if args.notify_url and not secret:
+        raise ConfigError("--notify-url needs INFERENCE_WEBHOOK_SECRET (whsec_<base64>) to sign events")
     return Settings(token=token, owner=args.owner, models_dir=args.models_dir, host=args.host,
                     port=args.port, threads=args.threads,
-                    webhook_secret=environ.get("INFERENCE_WEBHOOK_SECRET") or None, webhook_hosts=hosts)
+                    webhook_secret=secret, webhook_hosts=hosts, notify_url=args.notify_url)

@@ -53,10 +53,13 @@ class Webhooks:
     def notify(self, prediction: Prediction, event: str) -> None:
         if prediction.webhook is None or event not in prediction.webhook_events:
             return
+        self.send(prediction.webhook, prediction, event)
+
+    def send(self, url: str, prediction: Prediction, event: str) -> None:
         body = json.dumps(prediction.to_json(prediction.base_url))
         attempts = self._attempts if event == "completed" else 1
         task = asyncio.get_running_loop().create_task(
-            self._deliver(prediction.webhook, f"{prediction.id}-{event}", body, attempts)
+            self._deliver(url, f"{prediction.id}-{event}", body, attempts)
         )
         self._tasks.add(task)  # keep a reference until done, or the task may be collected
         task.add_done_callback(self._tasks.discard)

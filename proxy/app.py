@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 
-from proxy import api, checkout, stripe_api, webhooks
+from proxy import api, checkout, inference_events, stripe_api, webhooks
 from proxy.auth import AddressHasher
 from proxy.billing import Biller
 from proxy.config import Config, missing_secret_message
@@ -88,6 +88,7 @@ def create_app(config: Config, *, clock: Callable[[], datetime.datetime] = utc_n
         routes=[
             *api.ROUTES,
             *webhooks.ROUTES,
+            *inference_events.ROUTES,
             *checkout.ROUTES,
             Mount("/v1", app=api.not_found),
             Mount("/", app=Site(config.site_dir)),

@@ -36,6 +36,13 @@ class Caller:
         return "customer" if self.kind == "customer" else "demo"
 
 
+def caller_from_id(caller_id: str) -> Caller:
+    """The caller a stored id (a ledger's `caller` column) stands for."""
+    if caller_id.startswith("customer:"):
+        return Caller("customer", caller_id, caller_id.removeprefix("customer:"))
+    return Caller("anonymous", caller_id)
+
+
 def new_key_id() -> str:
     return secrets.token_hex(6)
 

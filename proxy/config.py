@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "wrangler-like-config"
 ENV_PREFIX = "MODELFOLIO_"
 REQUIRED_SECRETS = ("INFERENCE_TOKEN",)
-OPTIONAL_SECRETS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")
+OPTIONAL_SECRETS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "INFERENCE_WEBHOOK_SECRET")
 
 _TOP_KEYS = {"name", "main", "compatibility_date", "vars", "routes", "ratelimits", "billing", "env"}
 _ENV_KEYS = {"name", "compatibility_date", "vars", "routes", "ratelimits", "billing"}
@@ -68,6 +68,7 @@ class Secrets:
     inference_token: str | None = field(default=None, repr=False)
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
+    inference_webhook_secret: str | None = field(default=None, repr=False)  # signs /internal/inference-events
 
     def __repr__(self) -> str:
         shown = ", ".join(

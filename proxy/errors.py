@@ -8,6 +8,7 @@ ProxyError
       ├── Unauthorized             401  unknown, revoked or malformed API key
       ├── NotFound                 404  unknown route, or a prediction the caller did not create
       ├── MethodNotAllowed         405
+      ├── Conflict                 409  an event about a prediction not recorded yet (retried)
       ├── PayloadTooLarge          413  body over MAX_BODY_BYTES (declared or counted)
       ├── UnsupportedMediaType     415  a create that is not application/json
       ├── TooManyRequests          429  a [[ratelimits]] window is full (Retry-After)
@@ -59,6 +60,10 @@ class NotFound(RequestError):
 
 class MethodNotAllowed(RequestError):
     status_code = 405
+
+
+class Conflict(RequestError):
+    status_code = 409
 
 
 class PayloadTooLarge(RequestError):

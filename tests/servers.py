@@ -11,14 +11,24 @@ from collections.abc import Iterator
 import uvicorn
 
 
-@contextlib.contextmanager
-def serve(app, *, timeout: float = 60.0) -> Iterator[str]:
-    """Runs `app` under uvicorn in a thread; yields its base URL once it accepts requests."""
+def bound_socket() -> socket.socket:
+    """A socket on a free 127.0.0.1 port: its URL is known before the server that will use it."""
     # IPPROTO_TCP explicitly: with proto=0 asyncio never sets TCP_NODELAY on accepted connections,
     # and every response waits ~40 ms for delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def serve(app, *, timeout: float = 60.0, sock: socket.socket | None = None) -> Iterator[str]:
+    """Runs `app` under uvicorn in a thread; yields its base URL once it accepts requests."""
+    sock = sock or bound_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

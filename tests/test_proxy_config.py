@@ -102,7 +102,8 @@ def test_the_committed_example_secrets_are_known_and_obviously_fake() -> None:
     from proxy._dotvars import read_dotvars
 
     example = read_dotvars(CONFIG_DIR / ".dev.vars.example")
-    assert set(example) == {"INFERENCE_TOKEN", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"}
+    assert set(example) == {"INFERENCE_TOKEN", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET",
+                            "INFERENCE_WEBHOOK_SECRET"}
     assert all("fake" in value for value in example.values())
 
 

@@ -196,3 +196,37 @@ def test_uploads_need_a_key_and_stay_private_to_their_uploader(stack: Stack, cus
         assert c.get(f"/v1/files/{file['id']}", headers={"Authorization": f"Bearer {other}"}).status_code == 404
         assert c.get(f"/v1/files/{file['id']}",
                      headers={"Authorization": f"Bearer {customer_key}"}).json()["size"] == len(png)
+
+
+def test_a_customer_who_never_polls_is_billed_once_from_the_model_servers_event(
+    tmp_path: Path, customer_key: str, stack: Stack
+) -> None:
+    import base64
+    import time
+
+    from inference.manifest import MODELS_DIR
+    from tests.inference_helpers import inference_server
+    from tests.servers import bound_socket, url_of
+
+    secret = "whsec_" + base64.b64encode(b"stack-test-inference-events-32b!").decode()
+    proxy_socket = bound_socket()  # the proxy's URL is needed before either server starts
+    events = f"{url_of(proxy_socket)}/internal/inference-events"
+    config = dataclasses.replace(stack.config, ledger_path=stack.ledger,
+                                 secrets=dataclasses.replace(stack.config.secrets,
+                                                             inference_webhook_secret=secret))
+    with inference_server(MODELS_DIR, webhook_secret=secret, notify_url=events) as upstream:
+        config = dataclasses.replace(config, upstream_url=upstream)
+        with serve(create_proxy(config), sock=proxy_socket) as url, httpx.Client(base_url=url) as c:
+            created = c.post(CREATE, json={"input": {"image": digit(6)[0]}},
+                             headers={"Authorization": f"Bearer {customer_key}"}).json()
+            assert created["status"] in ("starting", "processing")  # answered before it ran
+            deadline = time.monotonic() + 30
+            while not billed(stack.ledger, created["id"]) and time.monotonic() < deadline:
+                time.sleep(0.02)  # waiting for the event's effect, bounded
+            rows = billed(stack.ledger, created["id"])
+            forged = c.post("/internal/inference-events", json={"id": created["id"], "status": "succeeded"})
+            polled = c.get(f"/v1/predictions/{created['id']}", headers={"Authorization": f"Bearer {customer_key}"})
+    assert len(rows) == 1 and rows[0][0] == "cus_stacktest"
+    assert forged.status_code == 400
+    assert polled.json()["billing"]["amount"] == rows[0][2]
+    assert len(billed(stack.ledger, created["id"])) == 1
