@@ -1,0 +1,89 @@
+"""Where the time goes without any server: decode, preprocessing and the forward pass, per
+batch size and per variant (memory layout, bf16, torch.compile), with torch threads fixed.
+
+    python -m benchmarks.forward [--models resnet18,resnet50] [--batches 1,4,8,16] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+from collections.abc import Callable
+
+import PIL.Image
+import torch
+
+from benchmarks import resnet
+from benchmarks.image import jpeg_bytes
+
+
+def best_ms(fn: Callable[[], object], repeat: int = 5, budget_s: float = 3.0) -> float:
+    fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < repeat or (time.perf_counter() < deadline and len(times) < 50):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+        if time.perf_counter() > deadline and len(times) >= 3:
+            break
+    times.sort()
+    return times[len(times) // 2] * 1000  # median
+
+
+def decode() -> PIL.Image.Image:
+    image = PIL.Image.open(io.BytesIO(jpeg_bytes()))
+    image.load()
+    return image.convert("RGB")
+
+
+def variants(arch: str, compile_: bool) -> dict[str, tuple[torch.nn.Module, Callable[[], contextlib.AbstractContextManager]]]:
+    fp32 = resnet.build(arch)
+    contiguous = resnet.build(arch).to(memory_format=torch.contiguous_format)
+    found = {
+        "fp32 contiguous": (contiguous, contextlib.nullcontext),
+        "fp32 channels_last": (fp32, contextlib.nullcontext),
+        "bf16 autocast channels_last": (fp32, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
+    }
+    if compile_:
+        found["fp32 channels_last compiled"] = (torch.compile(resnet.build(arch)), contextlib.nullcontext)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,resnet50")
+    parser.add_argument("--batches", default="1,4,8,16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batches.split(",")]
+    image = decode()
+    print(f"torch {torch.__version__}, {args.threads} threads; JPEG {len(jpeg_bytes())} bytes")
+    print(f"decode {best_ms(decode):.2f} ms, resize+crop {best_ms(lambda: resnet.crop(image)):.2f} ms, "
+          f"to_batch(8) {best_ms(lambda: resnet.to_batch([image] * 8)):.2f} ms")
+    for arch in args.models.split(","):
+        print(f"\n{arch}: ms per batch (images/s)")
+        print("| variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
+        print("|---|" + "---|" * len(batches))
+        for name, (model, context) in variants(arch, args.compile).items():
+            cells = []
+            for b in batches:
+                x = resnet.to_batch([image] * b)
+                if "contiguous" in name:
+                    x = x.contiguous()
+
+                def forward(model: torch.nn.Module = model, x: torch.Tensor = x, context=context) -> None:  # type: ignore[no-untyped-def]
+                    with torch.inference_mode(), context():
+                        model(x)
+
+                ms = best_ms(forward)
+                cells.append(f"{ms:.1f} ({b / ms * 1000:.0f})")
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

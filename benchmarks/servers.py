@@ -1,0 +1,108 @@
+"""How to start each server under test, and what request it takes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.load import Target
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "benchmarks" / "models"
+DEPS = ROOT / "benchmarks" / ".deps"
+# What each optional competitor is installed from; each goes into its own --target folder under
+# .deps so the project's venv is never changed.
+OPTIONAL = {"cog": "cog==0.23.1", "litserve": "litserve==0.2.19"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    target: Target
+    note: str
+
+
+def base_env(threads: int, extra_path: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), BENCH_THREADS=str(threads),
+               PYTHONUNBUFFERED="1")
+    # Cog's worker runs `python` from PATH: make that this venv's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (extra_path, ROOT) if p)
+    return env
+
+
+def available(package: str, install: bool) -> Path | None:
+    """The --target folder holding `package` (installed on first use), or None."""
+    folder = DEPS / package
+    if (folder / package).is_dir():
+        return folder
+    if not install:
+        return None
+    print(f"{package}: installing {OPTIONAL[package]} into {folder.relative_to(ROOT)} ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(folder),
+                        OPTIONAL[package]], check=True, timeout=300)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"{package}: install failed ({exc})")
+        return None
+    return folder if (folder / package).is_dir() else None
+
+
+def spec(server: str, model: str, port: int, threads: int, image_url: str, workdir: Path,
+         install: bool) -> Spec | None:
+    body = json.dumps({"input": {"image": image_url}}).encode()
+    json_type = {"content-type": "application/json"}
+    predictions = f"http://127.0.0.1:{port}/v1/models/modelfolio/{model}/predictions"
+    py = sys.executable
+    if server == "ours":
+        token = secrets.token_urlsafe(16)
+        # Only the model under test, so cold start and RSS are not those of two models.
+        models_dir = workdir / f"models-{model}"
+        models_dir.mkdir(exist_ok=True)
+        if not (models_dir / model).exists():
+            (models_dir / model).symlink_to(MODELS / model)
+        env = base_env(threads) | {"INFERENCE_TOKEN": token}
+        return Spec(server, [py, "-m", "inference", "--models-dir", str(models_dir), "--port", str(port),
+                             "--threads", str(threads)], env,
+                    Target(predictions, body, json_type | {"authorization": f"Bearer {token}",
+                                                           "prefer": "wait"}),
+                    "inference/ server, greedy batching, Prefer: wait")
+    if server == "naive":
+        return Spec(server, [py, "-m", "benchmarks.naive_server", "--model", model, "--port", str(port),
+                             "--threads", str(threads)], base_env(threads),
+                    Target(predictions, body, json_type), "Starlette, one decode + forward per request on the loop")
+    if server == "cog":
+        folder = available("cog", install)
+        if folder is None:
+            return None
+        env = base_env(threads, folder) | {
+            "PORT": str(port), "BENCH_MODEL": model, "COG_MAX_CONCURRENCY": "32",
+            "COG_PREDICT_TYPE_STUB": "benchmarks/others/cog_predict.py:Predictor",
+        }
+        return Spec(server, [py, "-m", "cog.server.http", "--host", "127.0.0.1"], env,
+                    Target(f"http://127.0.0.1:{port}/predictions", body, json_type),
+                    "cog 0.23.1 (coglet), async predictor, 32 slots")
+    if server.startswith("litserve"):
+        folder = available("litserve", install)
+        if folder is None:
+            return None
+        two_workers = server == "litserve-2w"
+        options = ["--batch", "1", "--workers", "2"] if two_workers else ["--batch", "8", "--timeout", "0.01"]
+        # Two workers share the same two cores: one torch thread each, the same threads in all.
+        worker_threads = max(1, threads // 2) if two_workers else threads
+        return Spec(server, [py, "-m", "benchmarks.others.litserve_server", "--model", model,
+                             "--port", str(port), "--threads", str(worker_threads), *options],
+                    base_env(threads, folder),
+                    Target(f"http://127.0.0.1:{port}/predict", body, json_type),
+                    "LitServe 0.2.19, " + ("2 workers x 1 thread, no batching" if two_workers
+                                            else "batch 8, 10 ms timeout"))
+    raise ValueError(f"unknown server {server!r}")
+
