@@ -315,7 +315,7 @@ def _heldout(size: Any, noun: str) -> str | None:
 
 
 def _ms(value: Decimal) -> str:
-    step = Decimal("0.1") if value < 10 else Decimal("1")
+    step = Decimal("0.1") if value < 10 else Decimal(1)
     return f"{value.quantize(step, rounding=ROUND_HALF_UP)} ms"
 
 

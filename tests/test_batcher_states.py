@@ -48,7 +48,7 @@ class BatcherMachine(RuleBasedStateMachine):
         self.endings: Counter[str] = Counter()
         self.store = PredictionStore(ttl_s=3600, max_finished=10_000,
                                      on_finish=lambda p: self.endings.update([p.id]))
-        self.batcher = Batcher(FakeModel(), self.store, Metrics(lambda: {}))  # type: ignore[arg-type]
+        self.batcher = Batcher(FakeModel(), self.store, Metrics(dict))  # type: ignore[arg-type]
         self.loop.run_until_complete(self._start())
         self.predictions: list[Prediction] = []
         self.temp_files: list[FsPath] = []

@@ -20,7 +20,7 @@ SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "model-page.png"
 
 
 def heldout_digit() -> tuple[Path, str]:
-    path = sorted(DIGITS.glob("*.png"))[0]
+    path = min(DIGITS.glob("*.png"))
     return path, path.stem.rsplit("-", 1)[1]
 
 

@@ -238,19 +238,18 @@ def test_unknown_models_predictions_and_routes_get_404(client: httpx.Client) -> 
 def test_a_model_that_fails_setup_is_503_while_the_others_serve(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "models" / "shapes", tmp_path / "shapes")
     shutil.copytree(FIXTURES / "broken_models" / "broken", tmp_path / "broken")
-    settings_token = auth()
     from inference.app import create_app
     from inference.config import Settings
     from tests.servers import serve
 
-    with serve(create_app(Settings(token=TOKEN, models_dir=tmp_path))) as url:
-        with httpx.Client(base_url=url, headers=settings_token, timeout=30) as c:
-            ok = c.post(CREATE, json={"input": {"image": png_data_url()}}, headers={"Prefer": "wait"})
-            assert ok.json()["status"] == "succeeded"
-            broken = c.post("/v1/models/modelfolio/broken/predictions", json={"input": {"text": "x"}})
-            assert broken.status_code == 503
-            assert "weights missing" in broken.json()["detail"]
-            assert c.get("/readyz").status_code == 503
+    with serve(create_app(Settings(token=TOKEN, models_dir=tmp_path))) as url, \
+            httpx.Client(base_url=url, headers=auth(), timeout=30) as c:
+        ok = c.post(CREATE, json={"input": {"image": png_data_url()}}, headers={"Prefer": "wait"})
+        assert ok.json()["status"] == "succeeded"
+        broken = c.post("/v1/models/modelfolio/broken/predictions", json={"input": {"text": "x"}})
+        assert broken.status_code == 503
+        assert "weights missing" in broken.json()["detail"]
+        assert c.get("/readyz").status_code == 503
 
 
 def test_a_prediction_whose_deadline_passed_in_the_queue_fails_without_running(client: httpx.Client) -> None:

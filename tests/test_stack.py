@@ -184,7 +184,7 @@ def test_when_the_inference_server_is_down_the_proxy_says_so_with_retry_after(st
 
 def test_uploads_need_a_key_and_stay_private_to_their_uploader(stack: Stack, customer_key: str,
                                                                 monkeypatch_module: pytest.MonkeyPatch) -> None:
-    png = (DIGITS / sorted(p.name for p in DIGITS.glob("*.png"))[0]).read_bytes()
+    png = (DIGITS / min(p.name for p in DIGITS.glob("*.png"))).read_bytes()
     form = {"content": ("digit.png", png, "image/png")}
     with httpx.Client(base_url=stack.url, timeout=30) as c:
         assert c.post("/v1/files", files=form).status_code == 401  # the demo sends data URLs

@@ -12,7 +12,7 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        image: Image = Input(description="A photo; it is resized to 256 and centre-cropped to 224."),  # noqa: B008
+        image: Image = Input(description="A photo; it is resized to 256 and centre-cropped to 224."),
     ) -> dict:
         return self.predict_batch([{"image": image}])[0]
 

@@ -79,7 +79,7 @@ class Predictor(BasePredictor):
 
     def predict(  # type: ignore[override]
         self,
-        image: Image = Input(  # noqa: B008 - Cog's way of documenting an input
+        image: Image = Input(
             description="A close-up photo of a surface (metal, fabric), framed so that a "
             "defect would span a good part of the picture; color or gray, any size."
         ),

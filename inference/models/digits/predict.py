@@ -173,7 +173,7 @@ class Predictor(BasePredictor):
 
     def predict(  # type: ignore[override]
         self,
-        image: Image = Input(  # noqa: B008 - Cog's way of documenting an input
+        image: Image = Input(
             description="A picture of one handwritten digit, 0 to 9: dark ink on light paper "
             "or light on dark, any size; the digit should fill most of the frame."
         ),
