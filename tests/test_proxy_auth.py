@@ -32,7 +32,7 @@ def test_a_new_key_is_random_prefixed_and_stored_only_as_its_hash(tmp_path: Path
         with pytest.raises(Unauthorized, match="not valid"):
             customer_for_key(ledger, key[:-1] + ("A" if key[-1] != "A" else "B"))
         with pytest.raises(Unauthorized, match="not valid"):
-            customer_for_key(ledger, "sk_live_whatever")
+            customer_for_key(ledger, "sk_test_fake")  # a Stripe key is no API key
     finally:
         ledger.close()
 
