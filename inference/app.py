@@ -24,101 +24,15 @@ from inference.batcher import Batcher, Job
 from inference.bodies import cancel_after_seconds, read_json, wait_seconds
 from inference.config import Settings
 from inference.errors import BadRequest, InferenceError, InvalidInput, NotFound, Unavailable
-from inference.loader import load
-from inference.manifest import Manifest, discover
-from inference.metrics import CONTENT_TYPE, Metrics
+from inference.manifest import Manifest
+from inference.metrics import CONTENT_TYPE
 from inference.openapi import openapi_spec, version_json
-from inference.predictions import Prediction, PredictionStore, new_id
-from inference.uploads import Uploads
-from inference.webhooks import Webhooks
+from inference.predictions import Prediction, new_id
+from inference.registry import Models, check_weight
 from inference.webhooks import check_request as check_webhook
 
 log = logging.getLogger("inference")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
-
-
-class Models:
-    """Every model folder: loading in the background at start, then served by its batcher."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.manifests: dict[str, Manifest] = {m.name: m for m in discover(settings.models_dir)}
-        self.batchers: dict[str, Batcher] = {}
-        self.problems: dict[str, str] = {}
-        self.webhooks = None if settings.webhook_secret is None else Webhooks(
-            settings.webhook_secret, backoff_s=settings.webhook_backoff_s)
-        self.store = PredictionStore(ttl_s=settings.prediction_ttl_s, max_finished=settings.max_records,
-                                     on_finish=lambda p: self.notify(p, "completed"))
-        self.uploads = Uploads(max_bytes=settings.max_upload_bytes)
-        self.metrics = Metrics(lambda: {b.model.ref: b.depth for b in self.batchers.values()})
-
-    async def load_all(self) -> None:
-        for manifest in self.manifests.values():
-            try:
-                model = await anyio.to_thread.run_sync(load, manifest, self.settings.owner)
-                batcher = Batcher(model, self.store, self.metrics, on_start=lambda p: self.notify(p, "start"))
-                await batcher.warm_up(_example_inputs(manifest, self.settings))
-            except Exception as exc:
-                log.exception("model %s failed to load", manifest.name)
-                self.problems[manifest.name] = f"failed to load: {exc}"
-                continue
-            batcher.start()
-            self.batchers[manifest.name] = batcher
-            log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version}})
-
-    def notify(self, prediction: Prediction, event: str) -> None:
-        if self.webhooks is None:
-            return
-        self.webhooks.notify(prediction, event)
-        if event == "completed" and self.settings.notify_url:
-            self.webhooks.send(self.settings.notify_url, prediction, event)
-
-    async def close(self) -> None:
-        for batcher in self.batchers.values():
-            await batcher.stop()
-        if self.webhooks is not None:
-            await self.webhooks.close()
-        self.uploads.close()
-
-    @property
-    def ready(self) -> bool:
-        return len(self.batchers) == len(self.manifests)
-
-    def manifest(self, owner: str, name: str) -> Manifest:
-        if owner != self.settings.owner or name not in self.manifests:
-            raise NotFound(f"no model named {owner}/{name}")
-        return self.manifests[name]
-
-    def batcher(self, manifest: Manifest) -> Batcher:
-        if manifest.name in self.problems:
-            raise Unavailable(f"model {manifest.name} is unavailable: it {self.problems[manifest.name]}",
-                              retry_after=60)
-        if manifest.name not in self.batchers:
-            raise Unavailable(f"model {manifest.name} is still loading; try again shortly", retry_after=2)
-        return self.batchers[manifest.name]
-
-    def by_version(self, version: str) -> Manifest:
-        # Accept a bare version id, as Replicate does, and also "owner/name" or "owner/name:id".
-        ref, _, version_id = version.rpartition(":") if ":" in version else ("", "", version)
-        if "/" in version_id and not ref:
-            ref, version_id = version_id, ""
-        for m in self.manifests.values():
-            if ref and ref != f"{self.settings.owner}/{m.name}":
-                continue
-            if not version_id or m.version == version_id:
-                return m
-        raise NotFound(f"no model version {version!r}")
-
-
-def _example_inputs(manifest: Manifest, settings: Settings) -> list[dict[str, Any]]:
-    """The manifest's examples, resolved as a request's input would be (for the warm-up)."""
-    inputs = []
-    for example in manifest.examples:
-        raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
-               else value for name, value in example.input.items()}
-        values = manifest.schema.validate(raw)
-        inputs.append(files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels))
-    return inputs
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -139,8 +53,8 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     models = _models(request)
     if models.ready:
-        return JSONResponse({"status": "ready", "models": sorted(models.batchers)})
-    loading = sorted(set(models.manifests) - set(models.batchers) - set(models.problems))
+        return JSONResponse({"status": "ready", "models": models.loaded_names})
+    loading = sorted(set(models.manifests) - set(models.loaded_names) - set(models.problems))
     raise Unavailable(f"not ready: loading {loading}, failed {sorted(models.problems)}", retry_after=2)
 
 
@@ -173,9 +87,29 @@ async def get_version(request: Request) -> Response:
 
 
 async def create_for_model(request: Request) -> Response:
-    manifest = _models(request).manifest(request.path_params["owner"], request.path_params["name"])
+    models = _models(request)
+    manifest = models.route(models.manifest(request.path_params["owner"], request.path_params["name"]))
     body = await _read_create_body(request)
     return await _create(request, manifest, body)
+
+
+async def reload_model(request: Request) -> Response:
+    """POST /v1/admin/models/{name}/reload [{"canary_weight": 0.1}]: load the folder's new
+    version without dropping a request (the proxy does not expose /v1/admin)."""
+    body = await request.body()
+    options = await read_json(request, 4096) if body else {}
+    if not isinstance(options, dict):
+        raise BadRequest("the body must be a JSON object, e.g. {\"canary_weight\": 0.1}")
+    outcome = await _models(request).reload(request.path_params["name"], check_weight(options.get("canary_weight")))
+    return JSONResponse(outcome)
+
+
+async def promote_model(request: Request) -> Response:
+    options = await read_json(request, 4096)
+    if not isinstance(options, dict) or not isinstance(options.get("version"), str):
+        raise BadRequest('the body must name the version to promote: {"version": "..."}')
+    await _models(request).promote(request.path_params["name"], options["version"])
+    return JSONResponse({"model": request.path_params["name"], "version": options["version"]})
 
 
 async def create(request: Request, prediction_id: str | None = None) -> Response:
@@ -244,6 +178,12 @@ async def _create(request: Request, manifest: Manifest, body: dict[str, Any],
                   prediction_id: str | None = None) -> Response:
     models = _models(request)
     batcher = models.batcher(manifest)
+    with batcher.reserve():  # a version being retired waits for this request
+        return await _enqueue(request, models, batcher, manifest, body, prediction_id)
+
+
+async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest: Manifest,
+                   body: dict[str, Any], prediction_id: str | None) -> Response:
     wait = wait_seconds(request.headers.get("prefer"), models.settings.max_wait_s)
     cancel_after = cancel_after_seconds(request.headers.get("cancel-after"))
     values = manifest.schema.validate(body["input"])
@@ -372,6 +312,8 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Star
         Route("/v1/predictions/{id}", get_prediction),
         Route("/v1/predictions/{id}", create_with_id, methods=["PUT"]),
         Route("/v1/predictions/{id}/cancel", cancel_prediction, methods=["POST"]),
+        Route("/v1/admin/models/{name}/reload", reload_model, methods=["POST"]),
+        Route("/v1/admin/models/{name}/promote", promote_model, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

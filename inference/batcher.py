@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.manifest.name}")
         self._task: asyncio.Task[None] | None = None
         self._running: list[Job] = []  # the batch on the model now
+        self._reserved = 0  # requests that chose this batcher and are still decoding their input
+        self._changed = asyncio.Event()  # set whenever work ends: what a draining stop waits on
 
     @property
     def depth(self) -> int:
@@ -65,7 +67,21 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
 
-    async def stop(self) -> None:
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        self._reserved += 1
+        try:
+            yield
+        finally:
+            self._reserved -= 1
+            self._changed.set()
+
+    async def stop(self, *, drain: bool = False) -> None:
+        """Stops the worker; with `drain`, only once every queued, running and reserved request
+        has finished (a retired version drops nothing)."""
+        while drain and (self._queue or self._running or self._reserved):
+            self._changed.clear()
+            await self._changed.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -118,6 +134,7 @@ class Batcher:
             self._running = []
             for job, (output, seconds) in zip(batch, results, strict=True):
                 self._settle(job, output, seconds, len(batch))
+            self._changed.set()
 
     def _take(self) -> list[Job]:
         batch: list[Job] = []

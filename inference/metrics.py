@@ -12,7 +12,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    def __init__(self, queue_depths: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, queue_depths: Callable[[], dict[tuple[str, str], int]]) -> None:
         self.registry = CollectorRegistry()
         self.predictions = Counter("modelfolio_predictions_total", "Predictions that ended, by status",
                                    ["model", "status"], registry=self.registry)
@@ -34,11 +34,12 @@ class Metrics:
 
 
 class _QueueDepth(Collector):
-    def __init__(self, depths: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, depths: Callable[[], dict[tuple[str, str], int]]) -> None:
         self._depths = depths
 
     def collect(self) -> Iterable[Metric]:
-        gauge = GaugeMetricFamily("modelfolio_queue_depth", "Predictions waiting per model", labels=["model"])
-        for model, depth in self._depths().items():
-            gauge.add_metric([model], depth)
+        gauge = GaugeMetricFamily("modelfolio_queue_depth", "Predictions waiting per model version",
+                                  labels=["model", "version"])
+        for (model, version), depth in self._depths().items():
+            gauge.add_metric([model, version], depth)
         yield gauge

@@ -291,7 +291,7 @@ def test_metrics_count_predictions_batches_and_errors(client: httpx.Client) -> N
     text = client.get("/metrics").text
     assert 'modelfolio_predictions_total{model="modelfolio/shapes",status="succeeded"}' in text
     assert 'modelfolio_batch_size_count{model="modelfolio/shapes"}' in text
-    assert 'modelfolio_queue_depth{model="modelfolio/shapes"} 0.0' in text
+    assert 'modelfolio_queue_depth{model="modelfolio/shapes",version="' in text
     assert 'modelfolio_http_errors_total{kind="InvalidInput",status="422"}' in text
 
 
