@@ -31,7 +31,7 @@ from proxy.ledger import Ledger
 from proxy.limits import DemoQuota, RateLimiter
 from proxy.logs import AccessLog, log_event
 from proxy.metering import metering
-from proxy.site import Site
+from proxy.site import Site, checkout_origin
 
 
 def utc_now() -> datetime.datetime:
@@ -91,7 +91,9 @@ def create_app(config: Config, *, clock: Callable[[], datetime.datetime] = utc_n
             *inference_events.ROUTES,
             *checkout.ROUTES,
             Mount("/v1", app=api.not_found),
-            Mount("/", app=Site(config.site_dir)),
+            # Without a Stripe key "Get an API key" answers on this origin, so forms stay on 'self'.
+            Mount("/", app=Site(config.site_dir, form_action=checkout_origin(config.billing)
+                                if config.secrets.stripe_secret_key else "")),
         ],
         middleware=middleware,
         exception_handlers={

@@ -7,6 +7,12 @@ connections) is retried forever, with exponential backoff and full jitter, in it
 (customer, meter): Stripe allows one call in flight per customer and meter, and one customer's
 trouble must never hold back another's events. Events Stripe can never accept (older than its
 35-day window, or any other 400) go to the dead-letter table with an error log line.
+
+A backlog larger than `stream_above` goes through Stripe's v2 meter event stream instead, 100
+events a call over all lanes (the stream has no per-customer limit). The identifier still makes a
+retried batch harmless, and rows are marked delivered only after their call succeeded. The stream
+validates asynchronously, so it takes only events that pass the checks v1 would answer at once
+(the window, the identifier's length); the rest keep going one by one through v1.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from proxy.logs import log_event
 STRIPE_WINDOW = datetime.timedelta(days=35)  # https://docs.stripe.com/api/billing/meter-event/create
 DUPLICATE = "An event already exists with identifier"
 _PAGE = 1000
+STREAM_BATCH = 100  # https://docs.stripe.com/api/v2/billing-meter-stream/stream/create
+IDENTIFIER_MAX = 100  # https://docs.stripe.com/api/billing/meter-event/create
 
 Lane = tuple[str, str]  # (customer, event_name)
 
@@ -44,6 +52,12 @@ def unix_seconds(iso: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return int(moment.timestamp())
+
+
+def rfc3339(unix: int) -> str:
+    """v2 takes timestamps as RFC 3339 strings; the same whole second as v1's Unix timestamp."""
+    moment = datetime.datetime.fromtimestamp(unix, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def idempotency_key(prediction_id: str, generation: int) -> str:
@@ -66,6 +80,7 @@ class MeterWorker:
         clock: Callable[[], datetime.datetime] = utc_now,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        stream_above: int | None = None,
     ) -> None:
         self._ledger = ledger
         self._client = client
@@ -78,6 +93,9 @@ class MeterWorker:
         self._queues: dict[Lane, deque[MeterEvent]] = {}
         self._lanes: dict[Lane, asyncio.Task[None]] = {}
         self._claimed: set[str] = set()
+        self._stream_above = stream_above  # None: v1 only
+        self._stream = stripe_api.MeterEventStream(client, clock)
+        self._batches: set[asyncio.Task[None]] = set()
         self.stats: Counter[str] = Counter()
 
     @classmethod
@@ -89,13 +107,14 @@ class MeterWorker:
             backoff_base_s=billing.backoff_base_s,
             backoff_max_s=billing.backoff_max_s,
             poll_interval_s=billing.poll_interval_s,
+            stream_above=billing.stream_above,
         )
 
     async def drain_once(self) -> None:
         """Delivers (or dead-letters) every event undelivered now; returns when all are settled."""
         await self._dispatch()
-        while self._lanes:
-            await asyncio.gather(*self._lanes.values())
+        while self._lanes or self._batches:
+            await asyncio.gather(*self._lanes.values(), *self._batches)
 
     async def run(self) -> None:
         while True:
@@ -103,22 +122,38 @@ class MeterWorker:
             await asyncio.sleep(self._poll_interval_s)
 
     async def aclose(self) -> None:
-        for task in self._lanes.values():
+        tasks = [*self._lanes.values(), *self._batches]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _dispatch(self) -> None:
+        fresh: list[MeterEvent] = []
         after: tuple[str, str] | None = None
         while rows := await to_thread.run_sync(self._ledger.undelivered_meter_events, _PAGE, after):
-            for event in rows:
-                if event.prediction_id in self._claimed:
-                    continue
-                self._claimed.add(event.prediction_id)
-                lane = (event.customer, event.event_name)
-                self._queues.setdefault(lane, deque()).append(event)
-                if lane not in self._lanes:
-                    self._lanes[lane] = asyncio.create_task(self._drain_lane(lane))
+            fresh += (event for event in rows if event.prediction_id not in self._claimed)
             after = (rows[-1].created_at, rows[-1].prediction_id)
+        self._claimed.update(event.prediction_id for event in fresh)
+        streamable: list[MeterEvent] = []
+        for event in fresh:
+            if self._stream_above is not None and len(fresh) > self._stream_above and self._streamable(event):
+                streamable.append(event)
+            else:
+                self._enqueue(event)
+        for start in range(0, len(streamable), STREAM_BATCH):
+            task = asyncio.create_task(self._deliver_batch(streamable[start : start + STREAM_BATCH]))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    def _enqueue(self, event: MeterEvent) -> None:
+        lane = (event.customer, event.event_name)
+        self._queues.setdefault(lane, deque()).append(event)
+        if lane not in self._lanes:
+            self._lanes[lane] = asyncio.create_task(self._drain_lane(lane))
+
+    def _streamable(self, event: MeterEvent) -> bool:
+        moment = datetime.datetime.fromtimestamp(unix_seconds(event.created_at), datetime.UTC)
+        return len(event.prediction_id) <= IDENTIFIER_MAX and self._clock() - moment <= STRIPE_WINDOW
 
     async def _drain_lane(self, lane: Lane) -> None:
         queue = self._queues[lane]
@@ -174,6 +209,78 @@ class MeterWorker:
                 return
             base, ceiling = self._backoff
             await self._sleep(self._rng.uniform(0, min(ceiling, base * 2 ** min(attempts - 1, 30))))
+
+    async def _deliver_batch(self, batch: list[MeterEvent]) -> None:
+        events = [
+            {
+                "event_name": event.event_name,
+                "identifier": event.prediction_id,
+                "payload": {"stripe_customer_id": event.customer, "value": str(event.value_ms)},
+                "timestamp": rfc3339(unix_seconds(event.created_at)),
+            }
+            for event in batch
+        ]
+        attempts, expired, handed_over = 0, 0, False
+        try:
+            while True:
+                attempts += 1
+                try:
+                    async with self._slots:
+                        self.stats["calls"] += 1
+                        self.stats["stream_calls"] += 1
+                        await self._stream.send(events)
+                except stripe.TemporarySessionExpiredError:
+                    # The stream dropped its session; the next try opens a new one, at once the
+                    # first time (a clock skew), with backoff if Stripe keeps saying so.
+                    self.stats["sessions_expired"] += 1
+                    expired += 1
+                    if expired == 1:
+                        continue
+                    self._note_retry(batch[0], attempts, stripe.TemporarySessionExpiredError())
+                except (stripe.InvalidRequestError, stripe.IdempotencyError) as error:
+                    # The call as a whole was refused (not its events: those are checked later).
+                    # Nothing was stored; each event goes through v1 for Stripe's own answer.
+                    log_event(
+                        "meter_stream_refused",
+                        level=logging.ERROR,
+                        events=len(batch),
+                        status=error.http_status,
+                        error=error.user_message,
+                    )
+                    for event in batch:
+                        self._enqueue(event)
+                    handed_over = True  # the lanes own these events and their claims now
+                    return
+                except Exception as error:  # noqa: BLE001 -- 5xx, 429, timeouts, connections, bugs
+                    self._note_retry(batch[0], attempts, error)
+                else:
+                    await self._delivered_all(batch, attempts)
+                    return
+                base, ceiling = self._backoff
+                await self._sleep(self._rng.uniform(0, min(ceiling, base * 2 ** min(attempts - 1, 30))))
+        finally:
+            if not handed_over:
+                self._claimed.difference_update(event.prediction_id for event in batch)
+
+    async def _delivered_all(self, batch: list[MeterEvent], attempts: int) -> None:
+        at = self._clock().isoformat(timespec="microseconds")
+
+        def mark() -> None:
+            for event in batch:
+                self._ledger.mark_meter_event_delivered(event.prediction_id, at)
+
+        await to_thread.run_sync(mark)
+        self.stats["delivered"] += len(batch)
+        for event in batch:
+            log_event(
+                "meter_event_delivered",
+                prediction_id=event.prediction_id,
+                customer=event.customer,
+                event_name=event.event_name,
+                value_ms=event.value_ms,
+                attempts=attempts,
+                via="v2.billing.meter_event_stream",
+            )
 
     async def _delivered(self, event: MeterEvent, attempts: int, *, duplicate: bool) -> None:
         at = self._clock().isoformat(timespec="microseconds")

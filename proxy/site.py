@@ -5,27 +5,48 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-# The site loads its scripts from /assets/*.js: no inline script may run. Inline styles stay
-# allowed because templates may set a style attribute; they cannot run code. Browsers apply
-# form-action to the redirect that follows a form post too: "Get an API key" ends at Stripe Checkout.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
-    "base-uri 'self'; form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'"
-)
-SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "strict-origin-when-cross-origin",
-    "x-frame-options": "DENY",
-    "permissions-policy": "camera=(), microphone=(), geolocation=()",
-}
+from proxy.config import BillingConfig
+
+STRIPE_API = "https://api.stripe.com"
+STRIPE_CHECKOUT = "https://checkout.stripe.com"
+
+
+def checkout_origin(billing: BillingConfig) -> str:
+    """Where "Get an API key" sends the buyer: Stripe's hosted Checkout, or, when the billing base
+    points elsewhere (the test Stripe on loopback), that server, which hosts its own page."""
+    parts = urlsplit(billing.stripe_api_base)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return STRIPE_CHECKOUT if origin == STRIPE_API else origin
+
+
+def security_headers(form_action: str = "") -> dict[str, str]:
+    # The site loads its scripts from /assets/*.js: no inline script may run. Inline styles stay
+    # allowed because templates may set a style attribute; they cannot run code. Browsers apply
+    # form-action to the redirect that follows a form post too, so the pages whose form starts a
+    # checkout allow the checkout's origin.
+    form_sources = f"'self' {form_action}".strip()
+    policy = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+        f"base-uri 'self'; form-action {form_sources}; frame-ancestors 'none'"
+    )
+    return {
+        "content-security-policy": policy,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "strict-origin-when-cross-origin",
+        "x-frame-options": "DENY",
+        "permissions-policy": "camera=(), microphone=(), geolocation=()",
+    }
+
+
+SECURITY_HEADERS = security_headers()
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>{head}
@@ -50,9 +71,11 @@ def not_built(site_dir: Path) -> HTMLResponse:
 
 
 class Site:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, form_action: str = "") -> None:
+        """`form_action`: the one other origin a form may lead to (Stripe Checkout), or none."""
         self.directory = directory
         self._files: StaticFiles | None = None
+        self._headers = [(k.encode(), v.encode()) for k, v in security_headers(form_action).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.directory.is_dir():
@@ -63,10 +86,7 @@ class Site:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *((k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()),
-                ]
+                message["headers"] = [*message.get("headers", []), *self._headers]
             await send(message)
 
         try:

@@ -3,7 +3,9 @@ addresses `[billing]` names (Stripe's by default; the test Stripe's in tests and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import datetime
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,3 +55,55 @@ def connect(secret_key: str, billing: BillingConfig) -> Stripe:
         max_network_retries=0,
     )
     return Stripe(client, http)
+
+
+RENEW_BEFORE = datetime.timedelta(minutes=1)  # of a session's 15: no call should meet its expiry
+
+
+class MeterEventStream:
+    """Stripe's v2 meter event stream (https://docs.stripe.com/api/v2/billing-meter-stream): up to
+    100 events a call, authenticated by a meter event session's token, which lives 15 minutes.
+    The session is opened on first use and renewed `renew_before` ahead of its expiry, or at once
+    after Stripe answers that it expired (`expire`)."""
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        clock: Callable[[], datetime.datetime],
+        renew_before: datetime.timedelta = RENEW_BEFORE,
+    ) -> None:
+        self._client, self._clock, self._renew_before = client, clock, renew_before
+        self._token: str | None = None
+        self._expires_at = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+        self._opening = asyncio.Lock()
+        self.sessions = 0
+
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        """Raises the SDK's errors, TemporarySessionExpiredError included, as they come."""
+        token = await self._session()
+        params: Any = {"events": events}
+        try:
+            # A fresh Idempotency-Key per try (the SDK's): the identifiers stop a second event.
+            await self._client.v2.billing.meter_event_stream.create_async(params, options={"api_key": token})
+        except (stripe.TemporarySessionExpiredError, stripe.AuthenticationError):
+            self.expire(token)  # expired, or unknown to Stripe: the next call opens a new session
+            raise
+
+    def expire(self, token: str) -> None:
+        if self._token == token:
+            self._token = None
+
+    async def _session(self) -> str:
+        async with self._opening:  # one session for all the calls in flight
+            if self._token is None or self._clock() >= self._expires_at - self._renew_before:
+                opened = self._clock()
+                session = await self._client.v2.billing.meter_event_session.create_async()
+                self._token = session.authentication_token
+                # Its lifetime by Stripe's clock, counted on ours: a skew between them must
+                # neither renew at every call nor keep a dead token.
+                lifetime = datetime.datetime.fromisoformat(
+                    session.expires_at
+                ) - datetime.datetime.fromisoformat(session.created)
+                self._expires_at = opened + lifetime
+                self.sessions += 1
+            return self._token

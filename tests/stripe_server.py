@@ -67,7 +67,8 @@ class Faults:
     lose_response: float = 0.0
     lose_mode: str = "drop"  # "drop": cut the connection mid-body; "500": answer a bare 500
     hang_s: float = 1.0
-    paths: tuple[str, ...] = ("/v1/billing/meter_events",)  # prefixes that faults apply to
+    # Prefixes that faults apply to: v1 meter events, v2 meter event sessions and the v2 stream.
+    paths: tuple[str, ...] = ("/v1/billing/meter_events", "/v2/billing/meter_event")
     forced: list[str] = field(default_factory=list)  # the next calls' faults, in order
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -557,6 +558,8 @@ class Endpoint:
 
 
 def create_app(*, seed: int = 0, clock: Callable[[], float] = time.time) -> Starlette:
+    from tests import stripe_server_v2 as v2  # here: it builds on this module
+
     state = State(clock=clock, faults=Faults(rng=random.Random(seed)))
     routes = [
         ("/v1/customers", create_customer, "POST"),
@@ -583,6 +586,7 @@ def create_app(*, seed: int = 0, clock: Callable[[], float] = time.time) -> Star
             *(Route(path, Endpoint(state, handler), methods=[method]) for path, handler, method in routes),
             Route("/_test/faults", set_faults, methods=["POST"]),
             *checkout.scripted_routes(state),
+            *v2.routes(state),
         ]
     )
     app.state.stripe = state

@@ -1,6 +1,7 @@
 """TEST SUPPORT ONLY, part of tests/stripe_server.py: webhook endpoints and signed delivery,
-Checkout Sessions (a test-only call completes one), subscriptions, and the thin v2 event of a
-meter error report. Each behaviour names the Stripe page it follows.
+Checkout Sessions (completed by a test-only call, or by the "Pay (test)" button of the page at the
+session's `url`), subscriptions, and the thin v2 event of a meter error report. Each behaviour
+names the Stripe page it follows.
 
 Simplifications, on purpose: events are delivered while the API call (or the test-only call)
 that caused them is answered, so a test needs no waiting; a failed delivery is not retried by
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import html
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
@@ -307,11 +309,60 @@ def scripted_routes(s: State) -> list[Route]:
         events = queue_meter_error_report(s)
         return JSONResponse({"events": [e["id"] for e in events], "deliveries": await deliver_pending(s)})
 
+    async def hosted_page(request: Request) -> Response:
+        session = s.objects.get(request.path_params["id"])
+        if session is None or session["object"] != "checkout.session":
+            return _page(404, "No such checkout", "<p>This checkout session does not exist.</p>")
+        if request.method == "GET" or session["status"] != "open":
+            return _page(200 if request.method == "GET" else 400, "Checkout", _pay_form(s, session))
+        completed = complete_checkout_session(s, session["id"])
+        await deliver_pending(s)
+        # https://docs.stripe.com/payments/checkout/custom-success-page: the template variable
+        # {CHECKOUT_SESSION_ID} in success_url is replaced with the session's id.
+        success = completed["success_url"].replace("{CHECKOUT_SESSION_ID}", completed["id"])
+        return RedirectResponse(success, status_code=303)
+
     return [
+        Route("/c/pay/{id}", hosted_page, methods=["GET", "POST"]),
         Route("/_test/checkout/sessions/{id}/complete", complete, methods=["POST"]),
         Route("/_test/events/{id}/resend", resend, methods=["POST"]),
         Route("/_test/billing/meter_error_report", meter_error_report, methods=["POST"]),
     ]
+
+
+def _pay_form(s: State, session: dict[str, Any]) -> str:
+    """The hosted Checkout page, reduced to what a test needs: the line items and one button
+    that pays exactly as `POST /_test/checkout/sessions/{id}/complete` does."""
+    rows = []
+    for price_id in session["line_items_prices"]:
+        price = s.get("price", price_id)
+        product = s.objects.get(price["product"], {})
+        recurring = price["recurring"] or {}
+        per = " per unit, metered" if recurring.get("usage_type") == "metered" else ""
+        every = f" / {recurring['interval']}" if recurring else ""
+        rows.append(
+            f'<li data-testid="line-item">{html.escape(str(product.get("name", price["product"])))}: '
+            f"{html.escape(price['unit_amount_decimal'])} {html.escape(price['currency'])} cents{per}{every}"
+            "</li>"
+        )
+    if session["status"] != "open":
+        return f"<p>This checkout session is {html.escape(session['status'])}.</p>"
+    return (
+        f"<ul>{''.join(rows)}</ul>"
+        f'<form method="post" action="/c/pay/{html.escape(session["id"])}">'
+        '<button type="submit">Pay (test)</button></form>'
+    )
+
+
+def _page(status: int, title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title} · TEST STRIPE</title></head><body>"
+        "<p><strong>TEST STRIPE — no real payment</strong> (modelfolio test support)</p>"
+        f"<h1>{title}</h1>{body}</body></html>",
+        status_code=status,
+        headers={"cache-control": "no-store"},
+    )
 
 
 def _url(p: dict[str, Any], name: str) -> str:
