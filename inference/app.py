@@ -15,7 +15,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,7 +26,7 @@ from inference.config import Settings
 from inference.errors import BadRequest, InferenceError, InvalidInput, NotFound, Unavailable
 from inference.manifest import Manifest
 from inference.metrics import CONTENT_TYPE
-from inference.openapi import openapi_spec, version_json
+from inference.openapi import docs_html, openapi_spec, version_json
 from inference.predictions import Prediction, new_id
 from inference.registry import Models, check_weight
 from inference.webhooks import check_request as check_webhook
@@ -65,6 +65,11 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     models = _models(request)
     return JSONResponse(openapi_spec(list(models.manifests.values()), models.settings.owner))
+
+
+async def docs(request: Request) -> Response:
+    models = _models(request)
+    return HTMLResponse(docs_html(openapi_spec(list(models.manifests.values()), models.settings.owner)))
 
 
 async def list_models(request: Request) -> Response:
@@ -195,7 +200,8 @@ async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest:
     batcher.check_capacity()  # before decoding: a full queue answers 429 at once
     inputs = await anyio.to_thread.run_sync(
         lambda: files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels,
-                              uploads=models.uploads)
+                              uploads=models.uploads, fetch_hosts=models.settings.fetch_hosts,
+                              max_fetch_bytes=models.settings.max_body_bytes)
     )
     prediction = Prediction(id=prediction_id or new_id(), model=f"{models.settings.owner}/{manifest.name}",
                             version=manifest.version, input=body["input"], base_url=_base(request),
@@ -301,6 +307,7 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Star
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
+        Route("/docs", docs),
         Route("/v1/models", list_models),
         Route("/v1/models/{owner}/{name}", get_model),
         Route("/v1/models/{owner}/{name}/versions/{version}", get_version),

@@ -28,6 +28,7 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)  # whsec_<base64>; None: no webhooks
     webhook_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")  # the only hosts we call
     webhook_backoff_s: float = 0.5  # the final event's retries wait 0.5, 1, 2, 4, 8 s
+    fetch_hosts: tuple[str, ...] = ()  # hosts whose http(s) URLs may be inputs; none by default
     notify_url: str | None = None  # every finished prediction is also sent here (the proxy bills)
 
 
@@ -47,6 +48,8 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     parser.add_argument("--notify-url", default=environ.get("INFERENCE_NOTIFY_URL") or None,
                         help="send every finished prediction here, signed (the proxy's "
                              "/internal/inference-events); needs INFERENCE_WEBHOOK_SECRET")
+    parser.add_argument("--fetch-hosts", default="",
+                        help="comma-separated hosts whose http(s) URLs may be inputs (default: none)")
     parser.add_argument("--webhook-hosts", default="127.0.0.1,localhost,::1",
                         help="comma-separated hosts webhooks may be sent to (default: loopback)")
     args = parser.parse_args(argv)
@@ -65,4 +68,5 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         raise ConfigError("--notify-url needs INFERENCE_WEBHOOK_SECRET (whsec_<base64>) to sign events")
     return Settings(token=token, owner=args.owner, models_dir=args.models_dir, host=args.host,
                     port=args.port, threads=args.threads,
-                    webhook_secret=secret, webhook_hosts=hosts, notify_url=args.notify_url)
+                    webhook_secret=secret, webhook_hosts=hosts, notify_url=args.notify_url,
+                    fetch_hosts=tuple(h.strip() for h in args.fetch_hosts.split(",") if h.strip()))

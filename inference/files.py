@@ -13,7 +13,9 @@ import tempfile
 import warnings
 from pathlib import Path as FsPath
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import PIL.Image
 import PIL.ImageOps
 
@@ -26,14 +28,18 @@ IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"}
 
 
 def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int,
-            uploads: Uploads | None = None) -> dict[str, Any]:
-    """Replaces each file input's URL (a data URL, or an uploaded file's URL) with a decoded image
-    or a temporary file."""
+            uploads: Uploads | None = None, fetch_hosts: tuple[str, ...] = (),
+            max_fetch_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
+    """Replaces each file input's URL (a data URL, an uploaded file's URL, or an http(s) URL on an
+    allow-listed host) with a decoded image or a temporary file."""
     resolved = dict(values)
     for f in fields:
         if f.is_file and isinstance(values.get(f.name), str):
-            uploaded = uploads.read_url(values[f.name]) if uploads is not None else None
-            mime, data = uploaded or read_data_url(f.name, values[f.name])
+            url = values[f.name]
+            uploaded = uploads.read_url(url) if uploads is not None else None
+            if uploaded is None and url.startswith(("http://", "https://")) and fetch_hosts:
+                uploaded = fetch(f.name, url, fetch_hosts, max_fetch_bytes)
+            mime, data = uploaded or read_data_url(f.name, url)
             if f.kind == "image":
                 resolved[f.name] = decode_image(f.name, mime, data, max_pixels=max_pixels)
             else:
@@ -50,6 +56,28 @@ def cleanup(values: dict[str, Any]) -> None:
 def data_url_of(path: FsPath) -> str:
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def fetch(name: str, url: str, hosts: tuple[str, ...], max_bytes: int) -> tuple[str, bytes]:
+    """GETs a URL whose host the owner allow-listed (--fetch-hosts); any other host is refused,
+    so no caller can make this server reach into the network it runs in."""
+    host = urlsplit(url).hostname
+    if host not in hosts:
+        raise InvalidInput(f"input '{name}': URLs on {host!r} are not fetched; send a data URL or an "
+                           "upload's URL")
+    body = bytearray()
+    try:
+        with httpx.Client(timeout=10, follow_redirects=False) as client, client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise InvalidInput(f"input '{name}': fetching {url} answered {response.status_code}")
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PayloadTooLarge(f"input '{name}': {url} is over {max_bytes / 1e6:.0f} MB")
+            mime = response.headers.get("content-type", "application/octet-stream").split(";")[0]
+    except httpx.HTTPError as exc:
+        raise InvalidInput(f"input '{name}': {url} could not be fetched ({type(exc).__name__})") from None
+    return mime.strip().lower(), bytes(body)
 
 
 def read_data_url(name: str, url: str) -> tuple[str, bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from inference.manifest import Manifest
@@ -87,3 +88,27 @@ def _header(name: str, description: str) -> dict[str, Any]:
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    """A plain page of the API, read from the same spec: every route, and each model's inputs."""
+    rows = []
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            inputs = ""
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            ref = body.get("schema", {}).get("properties", {}).get("input", {}).get("$ref")
+            if ref:
+                schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+                inputs = "".join(
+                    f"<li><code>{escape(name)}</code> ({escape(str(p.get('type')))}"
+                    f"{', required' if name in schema.get('required', []) else ''})"
+                    f" {escape(str(p.get('description', '')))}</li>"
+                    for name, p in schema["properties"].items())
+                inputs = f"<ul>{inputs}</ul>"
+            rows.append(f"<h2><code>{method.upper()} {escape(path)}</code></h2>"
+                        f"<p>{escape(operation.get('summary', ''))}</p>{inputs}")
+    info = spec["info"]
+    return (f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(info['title'])}</title>"
+            f"<h1>{escape(info['title'])}</h1><p>{escape(info['description'])} "
+            f"Machine-readable: <a href=/openapi.json>/openapi.json</a>.</p>{''.join(rows)}</html>")

@@ -300,6 +300,8 @@ def test_openapi_describes_each_models_input(client: httpx.Client) -> None:
     create = spec["paths"]["/v1/models/modelfolio/shapes/predictions"]["post"]
     ref = create["requestBody"]["content"]["application/json"]["schema"]["properties"]["input"]["$ref"]
     assert spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["image"]
+    page = client.get("/docs").text
+    assert "POST /v1/models/modelfolio/shapes/predictions" in page and "<code>scale</code>" in page
 
 
 def test_an_uploaded_file_can_be_used_as_an_input_by_its_url(client: httpx.Client) -> None:
@@ -324,3 +326,22 @@ def test_an_upload_without_a_file_or_in_the_wrong_form_is_refused(client: httpx.
     assert client.post("/v1/files", json={"content": "x"}).status_code == 415
     r = client.post("/v1/files", files={"other": ("a.png", b"x", "image/png")})
     assert r.status_code == 422 and "'content'" in r.json()["detail"]
+
+
+def test_an_image_url_is_fetched_only_from_an_allow_listed_host(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.servers import serve
+
+    png = image_bytes((9, 4))
+    files = Starlette(routes=[Route("/digit.png", lambda r: Response(png, media_type="image/png"))])
+    with serve(files) as host, inference_server(FIXTURES / "models", fetch_hosts=("127.0.0.1",)) as url, \
+            httpx.Client(base_url=url, headers=auth(), timeout=30) as c:
+        fetched = c.post(CREATE, json={"input": {"image": f"{host}/digit.png"}}, headers={"Prefer": "wait"})
+        missing = c.post(CREATE, json={"input": {"image": f"{host}/nothing.png"}})
+        elsewhere = c.post(CREATE, json={"input": {"image": "http://localhost:9/digit.png"}})
+    assert fetched.json()["output"]["width"] == 9.0
+    assert missing.status_code == 422 and "answered 404" in missing.json()["detail"]
+    assert elsewhere.status_code == 422 and "'localhost' are not fetched" in elsewhere.json()["detail"]
