@@ -93,9 +93,12 @@ async def get_version(request: Request) -> Response:
 
 async def create_for_model(request: Request) -> Response:
     models = _models(request)
-    manifest = models.route(models.manifest(request.path_params["owner"], request.path_params["name"]))
+    owner, name = request.path_params["owner"], request.path_params["name"]
+    models.manifest(owner, name)  # an unknown model is refused before its body is read
     body = await _read_create_body(request)
-    return await _create(request, manifest, body)
+    # Chosen only now, with no await before the batcher is reserved: a reload that promoted a new
+    # version while the body arrived must not send this request to the retired one.
+    return await _create(request, models.route(models.manifest(owner, name)), body)
 
 
 async def reload_model(request: Request) -> Response:

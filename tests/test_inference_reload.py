@@ -78,7 +78,8 @@ def test_a_reload_under_load_drops_and_fails_nothing_and_serves_the_new_version(
     finally:
         answers = load.finish()
     assert reloaded["changed"] is True
-    assert {(a.status_code, a.json()["status"]) for a in answers} == {(201, "succeeded")}
+    assert [a.text for a in answers if a.status_code != 201] == []
+    assert {a.json()["status"] for a in answers} == {"succeeded"}
     seen = generations(answers)
     assert seen[0] == 1 and seen[-1] == 2
     model = httpx.get(f"{server}/v1/models/modelfolio/shapes", headers=auth()).json()
