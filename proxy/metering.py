@@ -272,29 +272,13 @@ class MeterWorker:
         await to_thread.run_sync(mark)
         self.stats["delivered"] += len(batch)
         for event in batch:
-            log_event(
-                "meter_event_delivered",
-                prediction_id=event.prediction_id,
-                customer=event.customer,
-                event_name=event.event_name,
-                value_ms=event.value_ms,
-                attempts=attempts,
-                via="v2.billing.meter_event_stream",
-            )
+            _log_delivered(event, attempts, via="v2.billing.meter_event_stream")
 
     async def _delivered(self, event: MeterEvent, attempts: int, *, duplicate: bool) -> None:
         at = self._clock().isoformat(timespec="microseconds")
         await to_thread.run_sync(self._ledger.mark_meter_event_delivered, event.prediction_id, at)
         self.stats["duplicates" if duplicate else "delivered"] += 1
-        log_event(
-            "meter_event_delivered",
-            prediction_id=event.prediction_id,
-            customer=event.customer,
-            event_name=event.event_name,
-            value_ms=event.value_ms,
-            attempts=attempts,
-            already_at_stripe=duplicate,
-        )
+        _log_delivered(event, attempts, already_at_stripe=duplicate)
 
     async def _dead_letter(self, event: MeterEvent, reason: str) -> None:
         at = self._clock().isoformat(timespec="microseconds")
@@ -349,3 +333,15 @@ async def metering(config: Config, ledger: Ledger) -> AsyncIterator[MeterWorker 
             await task
         await worker.aclose()
         await connection.aclose()
+
+
+def _log_delivered(event: MeterEvent, attempts: int, **how: Any) -> None:
+    log_event(
+        "meter_event_delivered",
+        prediction_id=event.prediction_id,
+        customer=event.customer,
+        event_name=event.event_name,
+        value_ms=event.value_ms,
+        attempts=attempts,
+        **how,
+    )

@@ -12,6 +12,7 @@ from build import Identity, build
 from inference.manifest import MODELS_DIR
 from proxy.app import create_app as create_proxy
 from proxy.config import Config, load_config
+from proxy.ledger import Ledger
 from tests.inference_helpers import TOKEN, inference_server
 from tests.servers import serve
 
@@ -51,6 +52,14 @@ def base_url() -> None:
     # pytest-base-url's own fixture trips a pytest deprecation (warnings are errors here); our
     # tests start their servers on free ports and pass full URLs.
     return None
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """An empty ledger file of the proxy's, for billing tests."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    yield ledger
+    ledger.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ import datetime
 import random
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,13 +31,6 @@ def stripe_server() -> Iterator[tuple[State, str]]:
     app = create_app(seed=42)
     with serve(app) as url:
         yield app.state.stripe, url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    yield ledger
-    ledger.close()
 
 
 def catalog(url: str, customers: int) -> tuple[dict[str, str], list[str]]:

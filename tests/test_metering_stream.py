@@ -9,7 +9,6 @@ import datetime
 import random
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,13 +57,6 @@ def stripe_server(clock: Clock) -> Iterator[tuple[State, str]]:
     app = create_app(seed=7, clock=clock)
     with serve(app) as url:
         yield app.state.stripe, url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    yield ledger
-    ledger.close()
 
 
 def backlog(ledger: Ledger, customers: list[str], n: int, *, start: int = 0, seed: int = 5) -> dict[Any, int]:
