@@ -30,6 +30,7 @@ class Settings:
     webhook_backoff_s: float = 0.5  # the final event's retries wait 0.5, 1, 2, 4, 8 s
     fetch_hosts: tuple[str, ...] = ()  # hosts whose http(s) URLs may be inputs; none by default
     notify_url: str | None = None  # every finished prediction is also sent here (the proxy bills)
+    trust_precision: bool = False  # run a manifest's bf16/fp16 even where no agreement check passed
 
 
 class ConfigError(Exception):
@@ -52,6 +53,9 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
                         help="comma-separated hosts whose http(s) URLs may be inputs (default: none)")
     parser.add_argument("--webhook-hosts", default="127.0.0.1,localhost,::1",
                         help="comma-separated hosts webhooks may be sent to (default: loopback)")
+    parser.add_argument("--trust-precision", action="store_true",
+                        help="run each model in its manifest's precision even without a passing "
+                             "check against fp32 (benchmarks of random weights only)")
     args = parser.parse_args(argv)
     token = environ.get("INFERENCE_TOKEN", "")
     if not token:
@@ -67,6 +71,6 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     if args.notify_url and not secret:
         raise ConfigError("--notify-url needs INFERENCE_WEBHOOK_SECRET (whsec_<base64>) to sign events")
     return Settings(token=token, owner=args.owner, models_dir=args.models_dir, host=args.host,
-                    port=args.port, threads=args.threads,
+                    port=args.port, threads=args.threads, trust_precision=args.trust_precision,
                     webhook_secret=secret, webhook_hosts=hosts, notify_url=args.notify_url,
                     fetch_hosts=tuple(h.strip() for h in args.fetch_hosts.split(",") if h.strip()))

@@ -14,6 +14,7 @@ from typing import Any
 
 from inference.files import data_url_of
 from inference.manifest import Manifest
+from inference.precision import autocast, settle
 from inference.predictor import BasePredictor, Path
 
 log = logging.getLogger("inference")
@@ -25,6 +26,7 @@ class LoadedModel:
     manifest: Manifest
     owner: str
     predictor: BasePredictor
+    precision: str = "fp32"  # what it runs in: the manifest's, once checked (precision.py)
 
     @property
     def ref(self) -> str:
@@ -36,6 +38,10 @@ class LoadedModel:
         Each prediction's time is its fair share of the batch it ran in. If a batch fails, its
         inputs run again one at a time so one bad input cannot fail the others.
         """
+        with autocast(self.precision, self.manifest.hardware):
+            return self._run(inputs)
+
+    def _run(self, inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
         batch_fn = getattr(self.predictor, "predict_batch", None)
         if batch_fn is not None and len(inputs) > 1:
             started = time.perf_counter()
@@ -59,8 +65,11 @@ class LoadedModel:
         return output, time.perf_counter() - started
 
 
-def load(manifest: Manifest, owner: str) -> LoadedModel:
+def load(manifest: Manifest, owner: str, *, trust_precision: bool = False) -> LoadedModel:
     """Imports the predictor by path and runs its setup(); blocking, so call it off the loop."""
+    precision, refused = settle(manifest, trust=trust_precision)
+    if refused:
+        log.warning("%s runs in fp32: %s", manifest.name, refused)
     # One module per loaded version: two versions of a model (or two servers in one process) must
     # not replace each other's module.
     module_name = f"modelfolio_model_{manifest.name}_{manifest.version[:12]}_{next(_loads)}"
@@ -72,7 +81,7 @@ def load(manifest: Manifest, owner: str) -> LoadedModel:
     spec.loader.exec_module(module)
     predictor = getattr(module, manifest.predictor_class)()
     predictor.setup()
-    return LoadedModel(manifest, owner, predictor)
+    return LoadedModel(manifest, owner, predictor, precision)
 
 
 def _jsonable(output: Any) -> Any:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from inference.precision import PRECISIONS
 from inference.schema import InputSchema, read_schema
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -33,6 +34,7 @@ class Manifest:
     batch_window_ms: float
     max_queue: int
     predictor: str  # "predict.py:Predictor", as in cog.yaml
+    precision: str  # "fp32", or "bf16"/"fp16" once checked against fp32 (see precision.py)
     measured: dict[str, Any]  # accuracy, heldout_size, latency_ms, train_seconds: written by train.py
     examples: list[Example] = field(default_factory=list)
     schema: InputSchema = field(default_factory=InputSchema)
@@ -53,6 +55,9 @@ def load_manifest(folder: Path) -> Manifest:
         raw = tomllib.load(f)
     batching = raw.get("batching", {})
     predictor = raw.get("predictor", "predict.py:Predictor")
+    precision = raw.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"{path}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     try:
         price = Decimal(str(raw["price_per_second"]))
         manifest = Manifest(
@@ -67,6 +72,7 @@ def load_manifest(folder: Path) -> Manifest:
             batch_window_ms=float(batching.get("window_ms", 0)),
             max_queue=int(batching.get("max_queue", 64)),
             predictor=predictor,
+            precision=precision,
             measured=dict(raw.get("measured", {})),
             examples=[Example(e["input"], e.get("expected")) for e in raw.get("examples", [])],
         )

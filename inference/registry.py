@@ -4,6 +4,7 @@ old versions retired only once their queued and running work is done."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from typing import Any
@@ -48,12 +49,14 @@ class Models:
                 self.problems[manifest.name] = f"failed to load: {exc}"
 
     async def _load(self, manifest: Manifest) -> Batcher:
-        model = await anyio.to_thread.run_sync(load, manifest, self.settings.owner)
+        model = await anyio.to_thread.run_sync(
+            functools.partial(load, manifest, self.settings.owner, trust_precision=self.settings.trust_precision))
         batcher = Batcher(model, self.store, self.metrics, on_start=lambda p: self.notify(p, "start"))
         await batcher.warm_up(_example_inputs(manifest, self.settings))
         batcher.start()
         self.versions[manifest.version] = batcher
-        log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version}})
+        log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version,
+                                                  "precision": model.precision}})
         return batcher
 
     async def reload(self, name: str, canary_weight: float | None = None) -> dict[str, Any]:

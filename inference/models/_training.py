@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 import random
 import statistics
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
+
+from inference.manifest import load_manifest
+from inference.precision import agreement, autocast, measured_keys
 
 _MEASURED_HEADER = "[measured]"
 
@@ -86,15 +91,38 @@ def heldout_accuracy(
     return correct / len(images)
 
 
-def median_latency_ms(predictor: BatchPredictor, image: Image.Image, runs: int = 50) -> float:
+def median_latency_ms(predictor: BatchPredictor, image: Image.Image, runs: int = 50,
+                      precision: str = "fp32") -> float:
     image = png_roundtrip(image)
-    predictor.predict(image)  # the first call pays for lazy initialisation
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        predictor.predict(image)
-        times.append(time.perf_counter() - started)
+    with autocast(precision):
+        predictor.predict(image)  # the first call pays for lazy initialisation
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            predictor.predict(image)
+            times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000.0
+
+
+def measure_precision(folder: Path, predictor: BatchPredictor, images: Sequence[Image.Image],
+                      precision: str = "bf16", batch_size: int = 32) -> dict[str, Any]:
+    """The `[measured]` entries that let the server run this model in `precision` (precision.py):
+    top-1 agreement with fp32 on the held-out images, the version it holds for, and the latency."""
+    batches = [[{"image": png_roundtrip(image)} for image in images[start : start + batch_size]]
+               for start in range(0, len(images), batch_size)]
+    share, size = agreement(predictor.predict_batch, batches, precision)
+    agreement_key, size_key, version_key = measured_keys(precision)
+    return {
+        agreement_key: math.floor(share * 10_000) / 10_000,  # never rounded up past the 99 % bar
+        size_key: size,
+        version_key: load_manifest(folder).version[:16],  # the weights and code just measured
+        f"{precision}_latency_ms": round(median_latency_ms(predictor, images[0], precision=precision), 2),
+    }
+
+
+def earlier_measured(manifest: Path) -> dict[str, Any]:
+    with manifest.open("rb") as f:
+        return dict(tomllib.load(f).get("measured", {}))
 
 
 def write_measured(manifest: Path, measured: dict[str, Any]) -> None:

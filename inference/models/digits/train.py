@@ -1,5 +1,7 @@
 """Trains the digit recognizer on scikit-learn's `load_digits()`: `python -m inference.models.digits.train`.
 
+`--measure` measures the shipped weights again without training (after a change to predict.py).
+
 20% of the digits (stratified, seeded) are held out and never trained on. Each training digit is
 seen as the dataset stores it and as many random drawings (size, slant, pen width, paper, light,
 noise), all passed through the predictor's own preprocessing, so photos and drawings work too.
@@ -7,6 +9,7 @@ noise), all passed through the predictor's own preprocessing, so photos and draw
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -17,8 +20,10 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from inference.models._training import (
+    earlier_measured,
     fit,
     heldout_accuracy,
+    measure_precision,
     median_latency_ms,
     seed_everything,
     today,
@@ -128,7 +133,11 @@ def write_test_data(digits: np.ndarray, labels: np.ndarray, indices: np.ndarray)
             as_scanned(digits[pick]).save(TESTS_DATA / name, optimize=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m inference.models.digits.train", description=__doc__)
+    parser.add_argument("--measure", action="store_true",
+                        help="measure the shipped weights again (accuracy, latency, bf16 agreement); no training")
+    measure_only = parser.parse_args(argv).measure
     seed_everything(SEED)
     started = time.perf_counter()
     data = load_digits()
@@ -137,10 +146,15 @@ def main() -> None:
         indices, test_size=HELDOUT_SHARE, stratify=data.target, random_state=SEED
     )
     heldout = np.sort(heldout)
-    x, y = training_set(data.images[train], data.target[train], np.random.default_rng(SEED))
-    model = fit(DigitNet(), x, y, epochs=EPOCHS, seed=SEED)
-    train_seconds = time.perf_counter() - started
-    torch.save(model.state_dict(), WEIGHTS)
+    if measure_only:
+        train_seconds = earlier_measured(FOLDER / "manifest.toml")["train_seconds"]
+    else:
+        x, y = training_set(data.images[train], data.target[train], np.random.default_rng(SEED))
+        model = fit(DigitNet(), x, y, epochs=EPOCHS, seed=SEED)
+        train_seconds = time.perf_counter() - started
+        torch.save(model.state_dict(), WEIGHTS)
+        print(f"digits: trained on {len(x)} views of {len(train)} digits in {train_seconds:.1f} s; "
+              f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB")
 
     digits, labels = data.images[heldout], data.target[heldout]
     write_examples(digits, labels)
@@ -148,9 +162,11 @@ def main() -> None:
     predictor = Predictor()
     predictor.setup()
     names = [str(label) for label in labels]
-    accuracy = heldout_accuracy(predictor, [as_scanned(d) for d in digits], names, batch_size=32)
+    scanned = [as_scanned(d) for d in digits]
+    accuracy = heldout_accuracy(predictor, scanned, names, batch_size=32)
     on_paper_accuracy = heldout_accuracy(predictor, [on_paper(d) for d in digits], names, batch_size=32)
     latency = median_latency_ms(predictor, on_paper(digits[0]))
+    reduced = measure_precision(FOLDER, predictor, scanned)
     write_measured(
         FOLDER / "manifest.toml",
         {
@@ -158,14 +174,14 @@ def main() -> None:
             "heldout_size": len(heldout),
             "train_seconds": round(train_seconds, 1),
             "latency_ms": round(latency, 2),
+            **reduced,
             "measured_on": today(),
         },
     )
     print(
-        f"digits: trained on {len(x)} views of {len(train)} digits in {train_seconds:.1f} s; "
-        f"held-out accuracy {accuracy:.4f} as scanned, {on_paper_accuracy:.4f} on paper "
-        f"({len(heldout)} digits); latency {latency:.2f} ms; "
-        f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB"
+        f"digits: held-out accuracy {accuracy:.4f} as scanned, {on_paper_accuracy:.4f} on paper "
+        f"({len(heldout)} digits); latency {latency:.2f} ms; bf16 agrees with fp32 on "
+        f"{reduced['bf16_agreement']:.2%}, latency {reduced['bf16_latency_ms']:.2f} ms"
     )
 
 

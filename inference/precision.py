@@ -1,0 +1,90 @@
+"""Reduced precision, a per-model setting: `precision = "bf16"` (or "fp16") in manifest.toml.
+
+The server runs the predictor under `torch.autocast`, so a predict.py needs no change. A model
+runs in reduced precision only when its `[measured]` table says that, for the version being
+loaded, its top-1 answers agreed with fp32 on at least 99 % of a held-out set (train.py measures
+and writes it; `agreement()` below is the measurement). Otherwise it runs in fp32 and the server
+logs why: an owner flipping the setting never ships answers nobody checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inference.manifest import Manifest
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+MIN_AGREEMENT = Decimal("0.99")
+
+
+def measured_keys(precision: str) -> tuple[str, str, str]:
+    """The `[measured]` keys of a check: agreement, held-out size, and the version it was run on."""
+    return f"{precision}_agreement", f"{precision}_agreement_size", f"{precision}_checked_version"
+
+
+def settle(manifest: Manifest, *, trust: bool = False) -> tuple[str, str | None]:
+    """The precision the model will run in, and why it is not the one asked for (None if it is).
+
+    `trust` (the server's --trust-precision) skips the agreement check, for benchmarks of models
+    with random weights, whose near-tied answers no check can pass.
+    """
+    wanted = manifest.precision
+    if wanted == "fp32" or trust:
+        return wanted, None
+    agreement_key, size_key, version_key = measured_keys(wanted)
+    measured = manifest.measured
+    if agreement_key not in measured:
+        return "fp32", (f"{wanted} was asked for, but its agreement with fp32 was never measured "
+                        f"(no {agreement_key} in [measured]; train.py measures it)")
+    if measured.get(version_key) != manifest.version[:16]:
+        return "fp32", (f"{wanted} was asked for, but its agreement with fp32 was measured on another "
+                        "version of the code or weights; measure it again")
+    agreement = Decimal(str(measured[agreement_key]))
+    if agreement < MIN_AGREEMENT:
+        return "fp32", (f"{wanted} agreed with fp32 on {agreement:.2%} of {measured.get(size_key, '?')} "
+                        f"held-out inputs, below the {MIN_AGREEMENT:.0%} it needs")
+    return wanted, None
+
+
+def device_type(hardware: str) -> str:
+    import torch
+
+    return "cuda" if hardware.startswith("gpu") and torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def autocast(precision: str, hardware: str = "cpu") -> Iterator[None]:
+    """Runs the block in `precision`: fp32 as written, bf16/fp16 under torch.autocast."""
+    if precision == "fp32":
+        yield
+        return
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    with torch.autocast(device_type(hardware), dtype=dtype):
+        yield
+
+
+def agreement(predict_batch: Callable[[list[dict[str, Any]]], list[Any]],
+              batches: Sequence[list[dict[str, Any]]], precision: str,
+              hardware: str = "cpu") -> tuple[float, int]:
+    """How often `precision` gives the same top-1 answer as fp32: (share, inputs compared).
+
+    The answer is the output's "label" where it has one, else the whole output.
+    """
+    same = total = 0
+    for batch in batches:
+        reference = predict_batch(batch)
+        with autocast(precision, hardware):
+            reduced = predict_batch(batch)
+        same += sum(_answer(a) == _answer(b) for a, b in zip(reference, reduced, strict=True))
+        total += len(batch)
+    return (same / total if total else 0.0), total
+
+
+def _answer(output: Any) -> Any:
+    return output.get("label", output) if isinstance(output, dict) else output
