@@ -1,4 +1,5 @@
-"""Turns file inputs (data URLs) into what a predictor takes: a checked PIL image or a Path.
+"""Turns file inputs (data URLs) into what a predictor takes: a checked PIL image, checked image
+bytes (ImageBytes) or a Path.
 
 Runs in a worker thread: decoding never blocks the event loop.
 """
@@ -7,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import mimetypes
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path as FsPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,11 +23,12 @@ import PIL.Image
 import PIL.ImageOps
 
 from inference.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from inference.predictor import Path
+from inference.predictor import ImageBytes, Path
 from inference.schema import Field
 from inference.uploads import Uploads
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"}
+_ORIENTATION = 0x0112  # the EXIF tag saying how a camera held the picture
 
 
 def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int,
@@ -40,7 +44,9 @@ def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int,
             if uploaded is None and url.startswith(("http://", "https://")) and fetch_hosts:
                 uploaded = fetch(f.name, url, fetch_hosts, max_fetch_bytes)
             mime, data = uploaded or read_data_url(f.name, url)
-            if f.kind == "image":
+            if f.kind == "image" and f.encoded:
+                resolved[f.name] = checked_image_bytes(f.name, mime, data, max_pixels=max_pixels)
+            elif f.kind == "image":
                 resolved[f.name] = decode_image(f.name, mime, data, max_pixels=max_pixels)
             else:
                 resolved[f.name] = _to_temp_file(mime, data)
@@ -99,25 +105,64 @@ def read_data_url(name: str, url: str) -> tuple[str, bytes]:
 
 
 def decode_image(name: str, mime: str, data: bytes, *, max_pixels: int) -> PIL.Image.Image:
+    with _problems_named(name, mime, data, max_pixels):
+        image = _opened(name, mime, data, max_pixels)
+        image.load()
+    image = PIL.ImageOps.exif_transpose(image)
+    return flatten(image)
+
+
+def checked_image_bytes(name: str, mime: str, data: bytes, *, max_pixels: int) -> ImageBytes:
+    """The bytes, once their header shows an image of a known format within the pixel limit;
+    the pixels are left for the predictor to decode (on the GPU, where it has one)."""
+    with _problems_named(name, mime, data, max_pixels):
+        image = _opened(name, mime, data, max_pixels)
+        if not _ends_whole(image.format, data):
+            raise ValueError("it ends before its end marker")
+        if image.format not in ("JPEG", "PNG"):  # decoded on the CPU anyway: check it all now
+            image.load()
+    encoded = ImageBytes(data)
+    encoded.format, (encoded.width, encoded.height) = image.format or "", image.size
+    encoded.orientation = int(image.getexif().get(_ORIENTATION, 1))
+    return encoded
+
+
+def _ends_whole(image_format: str | None, data: bytes) -> bool:
+    """Whether a JPEG or PNG ends with its end marker, as a truncated upload does not: the cheap
+    check for images whose pixels are decoded later, and maybe on the GPU."""
+    if image_format == "JPEG":
+        return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+    if image_format == "PNG":
+        return data[-12:-4] == b"\0\0\0\0IEND"
+    return True
+
+
+def _opened(name: str, mime: str, data: bytes, max_pixels: int) -> PIL.Image.Image:
     if mime != "application/octet-stream" and not mime.startswith("image/"):
         raise UnsupportedMediaType(f"input '{name}' must be an image, got a file of type {mime}")
+    image = PIL.Image.open(io.BytesIO(data))
+    # The header alone tells the size: refuse a decompression bomb before decoding it.
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"input '{name}' is {width}x{height} pixels; the limit is "
+            f"{max_pixels / 1e6:g} megapixels. Downscale it first."
+        )
+    if image.format not in IMAGE_FORMATS:
+        raise UnsupportedMediaType(
+            f"input '{name}' is a {image.format} image; send PNG, JPEG, WebP, GIF, BMP or TIFF"
+        )
+    return image
+
+
+@contextlib.contextmanager
+def _problems_named(name: str, mime: str, data: bytes, max_pixels: int) -> Iterator[None]:
+    """PIL's errors as 4xx answers that name the input."""
     try:
         with warnings.catch_warnings():
-            # Our own pixel limit below is stricter and names the size; PIL's warning is noise.
+            # Our own pixel limit is stricter and names the size; PIL's warning is noise.
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            image = PIL.Image.open(io.BytesIO(data))
-            # The header alone tells the size: refuse a decompression bomb before decoding it.
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"input '{name}' is {width}x{height} pixels; the limit is "
-                    f"{max_pixels / 1e6:g} megapixels. Downscale it first."
-                )
-            if image.format not in IMAGE_FORMATS:
-                raise UnsupportedMediaType(
-                    f"input '{name}' is a {image.format} image; send PNG, JPEG, WebP, GIF, BMP or TIFF"
-                )
-            image.load()
+            yield
     except PIL.UnidentifiedImageError:
         raise InvalidInput(
             f"input '{name}' is not an image that can be decoded ({len(data)} bytes of {mime})"
@@ -129,11 +174,9 @@ def decode_image(name: str, mime: str, data: bytes, *, max_pixels: int) -> PIL.I
             f"input '{name}' has more than {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
             f"the limit is {max_pixels / 1e6:g} megapixels. Downscale it first."
         ) from None
-    image = PIL.ImageOps.exif_transpose(image)
-    return _flatten(image)
 
 
-def _flatten(image: PIL.Image.Image) -> PIL.Image.Image:
+def flatten(image: PIL.Image.Image) -> PIL.Image.Image:
     """RGB or L; transparent pixels become white, as a drawing on a transparent canvas means."""
     if image.mode in ("L", "RGB"):
         return image

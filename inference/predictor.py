@@ -13,7 +13,7 @@ from typing import Any
 
 import PIL.Image
 
-__all__ = ["BasePredictor", "FieldInfo", "Image", "Input", "Path"]
+__all__ = ["BasePredictor", "FieldInfo", "Image", "ImageBytes", "Input", "Path"]
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
@@ -39,6 +39,17 @@ class Path(pathlib.PosixPath):
 # An image input: the server decodes and checks it (size, pixel count, type) off the event
 # loop before the prediction is accepted, and passes a PIL image in RGB or L mode.
 Image = PIL.Image.Image
+
+
+class ImageBytes(bytes):
+    """An image input as its encoded bytes, for predictors that decode a whole batch at once on
+    the GPU (`inference.images.decode`). The server checks the header first (an image, a known
+    format, within the pixel limit) but leaves the pixels undecoded."""
+
+    format: str  # "JPEG", "PNG", ...
+    width: int
+    height: int
+    orientation: int  # EXIF orientation, 1 when upright
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from inference.errors import InvalidInput
 from inference.predictor import MISSING
 
 _SCALARS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
-_FILES = {"Path": "file", "File": "file", "Image": "image", "PIL.Image.Image": "image"}
+_FILES = {"Path": "file", "File": "file", "Image": "image", "PIL.Image.Image": "image", "ImageBytes": "image"}
 _INPUT_KEYS = {"default", "description", "ge", "le", "min_length", "max_length", "regex", "choices"}
 
 
@@ -33,6 +33,7 @@ class Field:
     max_length: int | None = None
     regex: str | None = None
     choices: list[Any] | None = None
+    encoded: bool = False  # an image handed over as its checked, undecoded bytes (ImageBytes)
 
     @property
     def required(self) -> bool:
@@ -164,7 +165,8 @@ def _schema_of(fn: ast.FunctionDef, where: Path) -> InputSchema:
         kind = _SCALARS.get(type_name) or _FILES.get(type_name)
         if kind is None:
             raise ValueError(f"{where}: predict argument '{arg.arg}' has unsupported type {type_name}")
-        fields.append(Field(arg.arg, kind, order, **_options_of(default, where)))
+        fields.append(Field(arg.arg, kind, order, **_options_of(default, where),
+                            encoded=type_name == "ImageBytes"))
     return InputSchema(fields)
 
 
