@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,10 @@ class Job:
 
 class Batcher:
     def __init__(self, model: LoadedModel, store: PredictionStore, metrics: Metrics,
-                 on_start: Callable[[Prediction], None] = lambda p: None) -> None:
+                 on_start: Callable[[Prediction], None] = lambda p: None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
+        """`executor`: the one thread the model runs on; the server shares one among all its
+        models (see Models). Without it, the batcher starts and owns a thread of its own."""
         self.model = model
         self._on_start = on_start
         self._store = store
@@ -46,7 +49,9 @@ class Batcher:
         self._window_s = model.manifest.batch_window_ms / 1000
         self._queue: deque[Job] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.manifest.name}")
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.manifest.name}")
+        self._owns_executor = executor is None
+        self._in_flight: Future[list[tuple[Any, float]]] | None = None  # the batch the thread runs or will
         self._task: asyncio.Task[None] | None = None
         self._running: list[Job] = []  # the batch on the model now
         self._reserved = 0  # requests that chose this batcher and are still decoding their input
@@ -63,6 +68,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         for one in inputs:  # one at a time, as a lone visitor's request will run
             await loop.run_in_executor(self._executor, self.model.run, [one])
+        for size in self.model.manifest.batch_buckets if inputs else ():
+            await loop.run_in_executor(self._executor, self.model.run, inputs[:1] * size)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
@@ -86,8 +93,10 @@ class Batcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        # The running batch ends first; wait for it off the event loop.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        if self._in_flight is not None:  # the running batch ends first (one not started never will)
+            await asyncio.wait([asyncio.wrap_future(self._in_flight)])
+        if self._owns_executor:
+            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         for job in self._running:
             self._finish(job, "failed", len(self._running), error="the server shut down while this ran")
             files.cleanup(job.inputs)
@@ -109,7 +118,6 @@ class Batcher:
         self._wakeup.set()
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wakeup.clear()
@@ -118,16 +126,16 @@ class Batcher:
             if self._window_s and len(self._queue) < self._max_batch:
                 await asyncio.sleep(self._window_s)
             batch = self._take()
-            if not batch:
+            if not batch:  # all it found was dropped (canceled, or past its deadline): that is a change
+                self._changed.set()
                 continue
             for job in batch:
                 job.prediction.start()
                 self._on_start(job.prediction)
             self._running = batch
+            self._in_flight = self._executor.submit(self.model.run, [job.inputs for job in batch])
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self.model.run, [job.inputs for job in batch]
-                )
+                results = await asyncio.wrap_future(self._in_flight)
             except Exception as exc:
                 log.exception("batch failed on %s", self.model.ref)
                 results = [(exc, 0.0)] * len(batch)
@@ -139,7 +147,8 @@ class Batcher:
     def _take(self) -> list[Job]:
         batch: list[Job] = []
         now = time.monotonic()
-        while self._queue and len(batch) < self._max_batch:
+        largest = min(self._max_batch, self.model.batch_cap)  # lower after the device ran out of memory
+        while self._queue and len(batch) < largest:
             job = self._queue.popleft()
             if job.prediction.terminal:  # canceled while queued
                 files.cleanup(job.inputs)

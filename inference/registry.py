@@ -4,9 +4,11 @@ old versions retired only once their queued and running work is done."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio.to_thread
@@ -39,6 +41,12 @@ class Models:
         self.uploads = Uploads(max_bytes=settings.max_upload_bytes)
         self.metrics = Metrics(lambda: {(b.model.ref, v[:12]): b.depth for v, b in self.versions.items()})
         self._random = random.Random()
+        # Every model predicts on this one thread. torch's CPU kernels run on OpenMP, which keeps a
+        # pool of threads per thread that starts parallel work; with more pooled threads than
+        # cores it stops spin-waiting between kernels, and each of a network's layers then waits
+        # for its threads to wake. One pool for the process keeps them spinning. On CPU, two
+        # models predicting at once would only share the same cores anyway.
+        self._predict_thread = ThreadPoolExecutor(1, thread_name_prefix="predict")
 
     async def load_all(self) -> None:
         for manifest in list(self.manifests.values()):
@@ -49,9 +57,15 @@ class Models:
                 self.problems[manifest.name] = f"failed to load: {exc}"
 
     async def _load(self, manifest: Manifest) -> Batcher:
-        model = await anyio.to_thread.run_sync(
-            functools.partial(load, manifest, self.settings.owner, trust_precision=self.settings.trust_precision))
-        batcher = Batcher(model, self.store, self.metrics, on_start=lambda p: self.notify(p, "start"))
+        # setup() runs on a thread that ends with it, taking any OpenMP pool it started along.
+        loader = ThreadPoolExecutor(1, thread_name_prefix=f"load-{manifest.name}")
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(loader, functools.partial(
+                load, manifest, self.settings.owner, trust_precision=self.settings.trust_precision))
+        finally:
+            loader.shutdown(wait=False)
+        batcher = Batcher(model, self.store, self.metrics, on_start=lambda p: self.notify(p, "start"),
+                          executor=self._predict_thread)
         await batcher.warm_up(_example_inputs(manifest, self.settings))
         batcher.start()
         self.versions[manifest.version] = batcher
