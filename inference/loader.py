@@ -9,6 +9,7 @@ import logging
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,10 @@ class LoadedModel:
     owner: str
     predictor: BasePredictor
     precision: str = "fp32"  # what it runs in: the manifest's, once checked (precision.py)
+    batch_cap: int = 0  # the largest batch the batcher may send; lowered after out-of-memory
+
+    def __post_init__(self) -> None:
+        self.batch_cap = self.batch_cap or self.manifest.max_batch_size
 
     @property
     def ref(self) -> str:
@@ -35,25 +40,43 @@ class LoadedModel:
     def run(self, inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
         """Predicts a batch; returns (output or the exception it raised, seconds) per input.
 
-        Each prediction's time is its fair share of the batch it ran in. If a batch fails, its
-        inputs run again one at a time so one bad input cannot fail the others.
+        Each prediction's time is its fair share of the batch it ran in (padding included, so a
+        padded batch costs no one more than an unpadded one would). A batch that runs out of
+        device memory runs again as two halves, and later batches are held to half the size that
+        did not fit. A batch that fails otherwise runs again one input at a time, so one bad input
+        cannot fail the others.
         """
-        with autocast(self.precision, self.manifest.hardware):
+        with autocast(self.precision):
             return self._run(inputs)
 
     def _run(self, inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
         batch_fn = getattr(self.predictor, "predict_batch", None)
-        if batch_fn is not None and len(inputs) > 1:
-            started = time.perf_counter()
+        if batch_fn is not None and (len(inputs) > 1 or self.manifest.batch_buckets):
             try:
-                outputs = batch_fn(inputs)
-                if len(outputs) != len(inputs):
-                    raise RuntimeError(f"predict_batch returned {len(outputs)} outputs for {len(inputs)} inputs")
-                share = (time.perf_counter() - started) / len(inputs)
-                return [(_jsonable(out), share) for out in outputs]
-            except Exception:
+                return self._run_batch(batch_fn, inputs)
+            except Exception as exc:
+                if _out_of_memory(exc) and len(inputs) > 1:
+                    half = len(inputs) // 2
+                    self.batch_cap = min(self.batch_cap, half)
+                    log.warning("%s ran out of device memory on a batch of %d: halving it (batches of "
+                                "at most %d from now on)", self.ref, len(inputs), self.batch_cap)
+                    _release_device_memory()
+                    return self._run(inputs[:half]) + self._run(inputs[half:])
                 log.exception("batch of %d failed on %s; retrying one at a time", len(inputs), self.ref)
         return [self._run_one(kwargs) for kwargs in inputs]
+
+    def _run_batch(self, batch_fn: Callable[[list[dict[str, Any]]], list[Any]],
+                   inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
+        # Padded to a fixed batch size, if the manifest has buckets: compiled graphs and CUDA
+        # graphs are built per shape, once, at warm-up.
+        size = next((b for b in self.manifest.batch_buckets if b >= len(inputs)), len(inputs))
+        padded = inputs + [inputs[-1]] * (size - len(inputs))
+        started = time.perf_counter()
+        outputs = batch_fn(padded)
+        if len(outputs) != len(padded):
+            raise RuntimeError(f"predict_batch returned {len(outputs)} outputs for {len(padded)} inputs")
+        share = (time.perf_counter() - started) / len(padded)
+        return [(_jsonable(out), share) for out in outputs[: len(inputs)]]
 
     def _run_one(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
         started = time.perf_counter()
@@ -82,6 +105,18 @@ def load(manifest: Manifest, owner: str, *, trust_precision: bool = False) -> Lo
     predictor = getattr(module, manifest.predictor_class)()
     predictor.setup()
     return LoadedModel(manifest, owner, predictor, precision)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA, MPS or CPU allocators), known by name: no torch import
+    for models without torch."""
+    return any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+
+
+def _release_device_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _jsonable(output: Any) -> Any:

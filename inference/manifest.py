@@ -33,6 +33,7 @@ class Manifest:
     max_batch_size: int
     batch_window_ms: float
     max_queue: int
+    batch_buckets: tuple[int, ...]  # fixed batch sizes a batch is padded up to; () for none
     predictor: str  # "predict.py:Predictor", as in cog.yaml
     precision: str  # "fp32", or "bf16"/"fp16" once checked against fp32 (see precision.py)
     measured: dict[str, Any]  # accuracy, heldout_size, latency_ms, train_seconds: written by train.py
@@ -71,6 +72,7 @@ def load_manifest(folder: Path) -> Manifest:
             max_batch_size=int(batching.get("max_batch_size", 1)),
             batch_window_ms=float(batching.get("window_ms", 0)),
             max_queue=int(batching.get("max_queue", 64)),
+            batch_buckets=_buckets(path, batching.get("buckets", []), int(batching.get("max_batch_size", 1))),
             predictor=predictor,
             precision=precision,
             measured=dict(raw.get("measured", {})),
@@ -80,6 +82,16 @@ def load_manifest(folder: Path) -> Manifest:
         raise ValueError(f"{path}: missing required key {exc}") from None
     schema = read_schema(manifest.predictor_file, manifest.predictor_class)
     return replace(manifest, schema=schema, version=_version_of(folder))
+
+
+def _buckets(path: Path, raw: Any, max_batch_size: int) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in raw):
+        raise ValueError(f"{path}: [batching] buckets must be a list of positive batch sizes, e.g. [1, 8, 32]")
+    buckets = tuple(sorted(set(raw)))
+    if buckets and buckets[-1] < max_batch_size:
+        raise ValueError(f"{path}: [batching] buckets end at {buckets[-1]}, below max_batch_size "
+                         f"{max_batch_size}: a full batch would have no bucket")
+    return buckets
 
 
 def discover(models_dir: Path = MODELS_DIR) -> list[Manifest]:

@@ -50,28 +50,25 @@ def settle(manifest: Manifest, *, trust: bool = False) -> tuple[str, str | None]
     return wanted, None
 
 
-def device_type(hardware: str) -> str:
-    import torch
-
-    return "cuda" if hardware.startswith("gpu") and torch.cuda.is_available() else "cpu"
-
-
 @contextlib.contextmanager
-def autocast(precision: str, hardware: str = "cpu") -> Iterator[None]:
-    """Runs the block in `precision`: fp32 as written, bf16/fp16 under torch.autocast."""
+def autocast(precision: str) -> Iterator[None]:
+    """Runs the block in `precision`: fp32 as written, bf16/fp16 under torch.autocast on the CPU
+    and, where there is one, the GPU, whichever device the predictor put its model on."""
     if precision == "fp32":
         yield
         return
     import torch
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    with torch.autocast(device_type(hardware), dtype=dtype):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", dtype=dtype))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", dtype=dtype))
         yield
 
 
 def agreement(predict_batch: Callable[[list[dict[str, Any]]], list[Any]],
-              batches: Sequence[list[dict[str, Any]]], precision: str,
-              hardware: str = "cpu") -> tuple[float, int]:
+              batches: Sequence[list[dict[str, Any]]], precision: str) -> tuple[float, int]:
     """How often `precision` gives the same top-1 answer as fp32: (share, inputs compared).
 
     The answer is the output's "label" where it has one, else the whole output.
@@ -79,7 +76,7 @@ def agreement(predict_batch: Callable[[list[dict[str, Any]]], list[Any]],
     same = total = 0
     for batch in batches:
         reference = predict_batch(batch)
-        with autocast(precision, hardware):
+        with autocast(precision):
             reduced = predict_batch(batch)
         same += sum(_answer(a) == _answer(b) for a, b in zip(reference, reduced, strict=True))
         total += len(batch)
