@@ -2,6 +2,10 @@
 batch size and per variant (memory layout, bf16, torch.compile), with torch threads fixed.
 
     python -m benchmarks.forward [--models resnet18,resnet50] [--batches 1,4,8,16] [--compile]
+                                 [--agreement 300]
+
+`--agreement N` also prints how often bf16 autocast gives the same top-1 class as fp32 on N
+generated surface pictures (inference/models/defects/surfaces.py), with these random weights.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,8,16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
+    parser.add_argument("--agreement", type=int, default=0, metavar="N",
+                        help="also measure bf16's top-1 agreement with fp32 on N pictures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
@@ -83,6 +89,31 @@ def main() -> None:
                 ms = best_ms(forward)
                 cells.append(f"{ms:.1f} ({b / ms * 1000:.0f})")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        if args.agreement:
+            same, margin = agreement(resnet.build(arch), args.agreement)
+            print(f"bf16 top-1 agreement with fp32: {same:.2%} of {args.agreement} pictures "
+                  f"(median top-1 margin over the runner-up: {margin:.3f} logits)")
+
+
+def agreement(model: torch.nn.Module, count: int) -> tuple[float, float]:
+    """bf16's top-1 agreement with fp32, and the median gap between fp32's top two logits."""
+    import numpy as np
+
+    from inference.models.defects.surfaces import CLASSES, surface_image
+
+    rng = np.random.default_rng(0)
+    pictures = [surface_image(CLASSES[i % len(CLASSES)], rng).convert("RGB") for i in range(count)]
+    same, margins = 0, []
+    for start in range(0, count, 16):
+        x = resnet.to_batch(pictures[start : start + 16])
+        with torch.inference_mode():
+            fp32 = model(x).float()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = model(x).float()
+        same += int((fp32.argmax(1) == bf16.argmax(1)).sum())
+        top2 = fp32.topk(2).values
+        margins += (top2[:, 0] - top2[:, 1]).tolist()
+    return same / count, sorted(margins)[len(margins) // 2]
 
 
 if __name__ == "__main__":

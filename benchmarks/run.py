@@ -1,7 +1,7 @@
 """Our server against the plain way and the alternatives, in one run, on the same machine.
 
     python -m benchmarks.run [--models resnet18,resnet50] [--concurrency 1,8,32] [--duration 15]
-                             [--warmup 2] [--servers ours,naive,cog,litserve,litserve-2w]
+                             [--warmup 2] [--servers ours,ours-bf16,naive,cog,litserve,litserve-2w]
                              [--threads 2] [--json results.json] [--no-install]
 
 Each server starts as a subprocess on a free 127.0.0.1 port; every one is killed at the end,
@@ -75,13 +75,13 @@ def measure(spec: servers.Spec, model: str, concurrency: list[int], duration: fl
                       flush=True)
             level, offset = best, best_offset  # type: ignore[assignment]
             result.levels.append(level)
-            if spec.name == OURS:
+            if spec.name.startswith(OURS):
                 result.mean_batch[c] = _mean_batch(log, offset)
             print(f"  {spec.name:12} c={c:<3} {level.rps:6.1f} req/s  p50 {level.percentile_ms(50):7.1f} ms"
                   f"  p99 {level.percentile_ms(99):7.1f} ms  errors {level.error_count}"
                   + (f" {level.errors}" if level.errors else "")
                   + f"  other load {level.other_cpu:.2f} cores"
-                  + (f"  mean batch {result.mean_batch[c]:.1f}" if spec.name == OURS else ""), flush=True)
+                  + (f"  mean batch {result.mean_batch[c]:.1f}" if c in result.mean_batch else ""), flush=True)
         time.sleep(2)
         result.idle_cpu_percent = server.idle_cpu_percent(3.0)
     except Exception as exc:  # noqa: BLE001 - one server failing must not lose the others' results
@@ -134,33 +134,34 @@ def table(model: str, results: list[Result], concurrency: list[int]) -> str:
             f"| {errors} | {_cells(r.levels, '{:.2f}', lambda lv: lv.other_cpu)} |")
     lines += ["", *verdicts(results, concurrency)]
     notes = [f"{r.server}: {r.note}" for r in results]
-    ours = next((r for r in results if r.server == OURS and not r.failure), None)
-    if ours and ours.mean_batch:
-        notes.append("ours, mean batch size: " + " / ".join(f"{b:.1f}" for b in ours.mean_batch.values()))
+    for r in results:
+        if r.mean_batch and not r.failure:
+            notes.append(f"{r.server}, mean batch size: " + " / ".join(f"{b:.1f}" for b in r.mean_batch.values()))
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
 def verdicts(results: list[Result], concurrency: list[int]) -> list[str]:
     by_name = {r.server: r for r in results if not r.failure and r.levels}
-    ours = by_name.get(OURS)
-    if ours is None:
+    mine = [r for name, r in by_name.items() if name.startswith(OURS)]
+    if not mine:
         return ["ours: no result"]
-    lines = []
-    others = [r for name, r in by_name.items() if name != OURS]
-    for i, c in enumerate(concurrency):
-        if others:
-            best = max(others, key=lambda r: r.levels[i].rps)
-            ratio = ours.levels[i].rps / best.levels[i].rps if best.levels[i].rps else float("inf")
-            lines.append(f"- c={c}: ours {ours.levels[i].rps:.1f} req/s = **{ratio:.2f}x** the best other "
-                         f"({best.server}, {best.levels[i].rps:.1f}); ours errors {ours.levels[i].error_count}")
+    others = [r for name, r in by_name.items() if not name.startswith(OURS)]
     naive = by_name.get(BASELINE)
-    if naive and 1 in concurrency:
-        i = concurrency.index(1)
-        ratio = ours.levels[i].percentile_ms(50) / naive.levels[i].percentile_ms(50)
-        lines.append(f"- c=1 p50: ours {ours.levels[i].percentile_ms(50):.1f} ms = **{ratio:.2f}x** naive's "
-                     f"({naive.levels[i].percentile_ms(50):.1f} ms); target <= 1.05x")
-    lines.append(f"- idle CPU ours {ours.idle_cpu_percent:.2f} % (target < 1 %); "
-                 f"cold start ours {ours.cold_start_s:.2f} s (target < 3 s for resnet50)")
+    lines = []
+    for ours in mine:
+        for i, c in enumerate(concurrency):
+            if others:
+                best = max(others, key=lambda r: r.levels[i].rps)
+                ratio = ours.levels[i].rps / best.levels[i].rps if best.levels[i].rps else float("inf")
+                lines.append(f"- c={c}: {ours.server} {ours.levels[i].rps:.1f} req/s = **{ratio:.2f}x** the best "
+                             f"other ({best.server}, {best.levels[i].rps:.1f}); errors {ours.levels[i].error_count}")
+        if naive and 1 in concurrency:
+            i = concurrency.index(1)
+            ratio = ours.levels[i].percentile_ms(50) / naive.levels[i].percentile_ms(50)
+            lines.append(f"- c=1 p50: {ours.server} {ours.levels[i].percentile_ms(50):.1f} ms = **{ratio:.2f}x** "
+                         f"naive's ({naive.levels[i].percentile_ms(50):.1f} ms); target <= 1.05x")
+        lines.append(f"- {ours.server}: idle CPU {ours.idle_cpu_percent:.2f} % (target < 1 %); "
+                     f"cold start {ours.cold_start_s:.2f} s (target < 3 s for resnet50)")
     return lines
 
 
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--servers", default="ours,naive,cog,litserve,litserve-2w")
+    parser.add_argument("--servers", default="ours,ours-bf16,naive,cog,litserve,litserve-2w")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--retries", type=int, default=2,
                         help="measure a level again (keeping the quietest) when other jobs used the CPU")

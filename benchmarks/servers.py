@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,19 +63,29 @@ def spec(server: str, model: str, port: int, threads: int, image_url: str, workd
     json_type = {"content-type": "application/json"}
     predictions = f"http://127.0.0.1:{port}/v1/models/modelfolio/{model}/predictions"
     py = sys.executable
-    if server == "ours":
+    if server in ("ours", "ours-bf16"):
         token = secrets.token_urlsafe(16)
         # Only the model under test, so cold start and RSS are not those of two models.
-        models_dir = workdir / f"models-{model}"
+        models_dir = workdir / f"models-{model}-{server}"
         models_dir.mkdir(exist_ok=True)
-        if not (models_dir / model).exists():
-            (models_dir / model).symlink_to(MODELS / model)
+        argv = [py, "-m", "inference", "--models-dir", str(models_dir), "--port", str(port),
+                "--threads", str(threads)]
+        if server == "ours":
+            if not (models_dir / model).exists():
+                (models_dir / model).symlink_to(MODELS / model)
+            note = "inference/ server, greedy batching, Prefer: wait"
+        else:
+            # The same folder with the manifest asking for bf16. Random weights cannot pass the
+            # agreement check a shipped model needs (see README), so the check is skipped.
+            shutil.copytree(MODELS / model, models_dir / model, dirs_exist_ok=True)
+            manifest = models_dir / model / "manifest.toml"
+            manifest.write_text('precision = "bf16"\n' + manifest.read_text())  # a top-level key: first
+            argv.append("--trust-precision")
+            note = "the same, with the model's precision set to bf16 (autocast)"
         env = base_env(threads) | {"INFERENCE_TOKEN": token}
-        return Spec(server, [py, "-m", "inference", "--models-dir", str(models_dir), "--port", str(port),
-                             "--threads", str(threads)], env,
+        return Spec(server, argv, env,
                     Target(predictions, body, json_type | {"authorization": f"Bearer {token}",
-                                                           "prefer": "wait"}),
-                    "inference/ server, greedy batching, Prefer: wait")
+                                                           "prefer": "wait"}), note)
     if server == "naive":
         return Spec(server, [py, "-m", "benchmarks.naive_server", "--model", model, "--port", str(port),
                              "--threads", str(threads)], base_env(threads),
