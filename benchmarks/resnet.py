@@ -33,8 +33,12 @@ def crop(image: PIL.Image.Image) -> np.ndarray:
 
 
 def to_batch(images: list[PIL.Image.Image]) -> torch.Tensor:
+    return normalised([crop(image) for image in images])
+
+
+def normalised(crops: list[np.ndarray]) -> torch.Tensor:
     # NHWC uint8 viewed as NCHW is channels_last already: one conversion and normalisation per batch.
-    pixels = torch.from_numpy(np.stack([crop(image) for image in images])).permute(0, 3, 1, 2)
+    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
     return pixels.float().sub_(MEAN).div_(STD)
 
 
@@ -47,6 +51,11 @@ def top5(probabilities: torch.Tensor) -> dict:
 
 def classify(model: torch.nn.Module, images: list[PIL.Image.Image]) -> list[dict]:
     """One forward pass for the whole batch."""
+    return classify_crops(model, [crop(image) for image in images])
+
+
+def classify_crops(model: torch.nn.Module, crops: list[np.ndarray]) -> list[dict]:
+    """The same, from crops already made (by a server that crops while the model runs)."""
     with torch.inference_mode():
-        probabilities = torch.softmax(model(to_batch(images)), dim=1)
+        probabilities = torch.softmax(model(normalised(crops)), dim=1)
     return [top5(row) for row in probabilities]

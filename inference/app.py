@@ -190,6 +190,23 @@ async def _create(request: Request, manifest: Manifest, body: dict[str, Any],
         return await _enqueue(request, models, batcher, manifest, body, prediction_id)
 
 
+def _resolve_and_prepare(models: Models, manifest: Manifest, batcher: Batcher,
+                         values: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """On a decode thread: the inputs decoded and checked, then prepared for the model (its
+    preprocess, if it has one), while the model runs other batches."""
+    inputs = files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels,
+                           uploads=models.uploads, fetch_hosts=models.settings.fetch_hosts,
+                           max_fetch_bytes=models.settings.max_body_bytes)
+    try:
+        return inputs, batcher.model.prepare(inputs)
+    except InferenceError:
+        files.cleanup(inputs)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the predictor's preprocess refused this input
+        files.cleanup(inputs)
+        raise InvalidInput(f"the model could not prepare this input: {exc}") from None
+
+
 async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest: Manifest,
                    body: dict[str, Any], prediction_id: str | None) -> Response:
     wait = wait_seconds(request.headers.get("prefer"), models.settings.max_wait_s)
@@ -201,17 +218,13 @@ async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest:
             body["webhook"], body.get("webhook_events_filter"), secret=models.settings.webhook_secret,
             allowed_hosts=models.settings.webhook_hosts)
     batcher.check_capacity()  # before decoding: a full queue answers 429 at once
-    inputs = await anyio.to_thread.run_sync(
-        lambda: files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels,
-                              uploads=models.uploads, fetch_hosts=models.settings.fetch_hosts,
-                              max_fetch_bytes=models.settings.max_body_bytes)
-    )
+    inputs, prepared = await anyio.to_thread.run_sync(_resolve_and_prepare, models, manifest, batcher, values)
     prediction = Prediction(id=prediction_id or new_id(), model=f"{models.settings.owner}/{manifest.name}",
                             version=manifest.version, input=body["input"], base_url=_base(request),
                             webhook=webhook, webhook_events=webhook_events)
     deadline = None if cancel_after is None else time.monotonic() + cancel_after
     try:
-        batcher.submit(Job(prediction, inputs, deadline))
+        batcher.submit(Job(prediction, inputs, deadline, prepared=prepared))
     except InferenceError:
         files.cleanup(inputs)
         raise

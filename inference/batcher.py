@@ -32,6 +32,11 @@ class Job:
     inputs: dict[str, Any]  # validated and resolved: what predict() takes
     deadline: float | None = None  # time.monotonic() after which it must not start
     queued_at: float = field(default_factory=time.monotonic)
+    prepared: Any = None  # what the model runs: LoadedModel.prepare(inputs), made off the loop
+
+    def __post_init__(self) -> None:
+        if self.prepared is None:
+            self.prepared = self.inputs
 
 
 class Batcher:
@@ -66,10 +71,11 @@ class Batcher:
         forward pass pays one-off costs (thread pools, allocations, kernel choice) that no
         customer should be billed for."""
         loop = asyncio.get_running_loop()
-        for one in inputs:  # one at a time, as a lone visitor's request will run
+        prepared = [await asyncio.to_thread(self.model.prepare, one) for one in inputs]
+        for one in prepared:  # one at a time, as a lone visitor's request will run
             await loop.run_in_executor(self._executor, self.model.run, [one])
-        for size in self.model.manifest.batch_buckets if inputs else ():
-            await loop.run_in_executor(self._executor, self.model.run, inputs[:1] * size)
+        for size in self.model.manifest.batch_buckets if prepared else ():
+            await loop.run_in_executor(self._executor, self.model.run, prepared[:1] * size)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
@@ -133,7 +139,7 @@ class Batcher:
                 job.prediction.start()
                 self._on_start(job.prediction)
             self._running = batch
-            self._in_flight = self._executor.submit(self.model.run, [job.inputs for job in batch])
+            self._in_flight = self._executor.submit(self.model.run, [job.prepared for job in batch])
             try:
                 results = await asyncio.wrap_future(self._in_flight)
             except Exception as exc:

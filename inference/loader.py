@@ -37,36 +37,56 @@ class LoadedModel:
     def ref(self) -> str:
         return f"{self.owner}/{self.manifest.name}"
 
-    def run(self, inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
-        """Predicts a batch; returns (output or the exception it raised, seconds) per input.
+    @property
+    def prepares(self) -> bool:
+        """Whether the predictor splits its work: `preprocess(**inputs)` per prediction, on a
+        decode thread while other batches run, then `predict_prepared(list)` per batch."""
+        return hasattr(self.predictor, "preprocess")
+
+    def prepare(self, inputs: dict[str, Any]) -> Any:
+        """What run() takes for one prediction: its preprocessed form, or its inputs as they are.
+        Blocking, so call it off the loop; a predictor's error names the input's problem."""
+        return self.predictor.preprocess(**inputs) if self.prepares else inputs  # type: ignore[attr-defined]
+
+    def run(self, items: list[Any]) -> list[tuple[Any, float]]:
+        """Predicts a batch of prepare()'s results; returns (output or the exception it raised,
+        seconds) per item.
 
         Each prediction's time is its fair share of the batch it ran in (padding included, so a
         padded batch costs no one more than an unpadded one would). A batch that runs out of
         device memory runs again as two halves, and later batches are held to half the size that
-        did not fit. A batch that fails otherwise runs again one input at a time, so one bad input
+        did not fit. A batch that fails otherwise runs again one item at a time, so one bad input
         cannot fail the others.
         """
         with autocast(self.precision):
-            return self._run(inputs)
+            return self._run(items)
 
-    def _run(self, inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
-        batch_fn = getattr(self.predictor, "predict_batch", None)
-        if batch_fn is not None and (len(inputs) > 1 or self.manifest.batch_buckets):
+    def _run(self, items: list[Any]) -> list[tuple[Any, float]]:
+        if self.prepares:
+            batch_fn = self.predictor.predict_prepared  # type: ignore[attr-defined]
+        else:
+            batch_fn = getattr(self.predictor, "predict_batch", None)
+        if batch_fn is not None and (len(items) > 1 or self.manifest.batch_buckets or self.prepares):
             try:
-                return self._run_batch(batch_fn, inputs)
+                return self._run_batch(batch_fn, items)
             except Exception as exc:
-                if _out_of_memory(exc) and len(inputs) > 1:
-                    half = len(inputs) // 2
+                if _out_of_memory(exc) and len(items) > 1:
+                    half = len(items) // 2
                     self.batch_cap = min(self.batch_cap, half)
                     log.warning("%s ran out of device memory on a batch of %d: halving it (batches of "
-                                "at most %d from now on)", self.ref, len(inputs), self.batch_cap)
+                                "at most %d from now on)", self.ref, len(items), self.batch_cap)
                     _release_device_memory()
-                    return self._run(inputs[:half]) + self._run(inputs[half:])
-                log.exception("batch of %d failed on %s; retrying one at a time", len(inputs), self.ref)
-        return [self._run_one(kwargs) for kwargs in inputs]
+                    return self._run(items[:half]) + self._run(items[half:])
+                if len(items) == 1 and self.prepares:
+                    log.warning("prediction failed on %s: %r", self.ref, exc)
+                    return [(exc, 0.0)]
+                log.exception("batch of %d failed on %s; retrying one at a time", len(items), self.ref)
+        if self.prepares:
+            return [self._run([item])[0] for item in items]
+        return [self._run_one(kwargs) for kwargs in items]
 
-    def _run_batch(self, batch_fn: Callable[[list[dict[str, Any]]], list[Any]],
-                   inputs: list[dict[str, Any]]) -> list[tuple[Any, float]]:
+    def _run_batch(self, batch_fn: Callable[[list[Any]], list[Any]],
+                   inputs: list[Any]) -> list[tuple[Any, float]]:
         # Padded to a fixed batch size, if the manifest has buckets: compiled graphs and CUDA
         # graphs are built per shape, once, at warm-up.
         size = next((b for b in self.manifest.batch_buckets if b >= len(inputs)), len(inputs))
@@ -74,7 +94,7 @@ class LoadedModel:
         started = time.perf_counter()
         outputs = batch_fn(padded)
         if len(outputs) != len(padded):
-            raise RuntimeError(f"predict_batch returned {len(outputs)} outputs for {len(padded)} inputs")
+            raise RuntimeError(f"{batch_fn.__name__} returned {len(outputs)} outputs for {len(padded)} inputs")
         share = (time.perf_counter() - started) / len(padded)
         return [(_jsonable(out), share) for out in outputs[: len(inputs)]]
 
@@ -103,6 +123,9 @@ def load(manifest: Manifest, owner: str, *, trust_precision: bool = False) -> Lo
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     predictor = getattr(module, manifest.predictor_class)()
+    if hasattr(predictor, "preprocess") and not hasattr(predictor, "predict_prepared"):
+        raise TypeError(f"{manifest.predictor_file.name}: {manifest.predictor_class} has preprocess() "
+                        "but no predict_prepared(items) to run what it returns")
     predictor.setup()
     return LoadedModel(manifest, owner, predictor, precision)
 

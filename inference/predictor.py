@@ -23,6 +23,13 @@ class BasePredictor:
 
     A predictor that can batch also defines `predict_batch(self, inputs: list[dict]) -> list`,
     which takes one validated keyword dict per prediction and returns one output each, in order.
+
+    One that wants its per-input work (resizing, cropping) done while the model runs the previous
+    batch defines, instead, `preprocess(self, **inputs) -> item` and `predict_prepared(self,
+    items: list) -> list`: the server calls preprocess on a decode thread as each request arrives
+    and predict_prepared on the model's thread, per batch. `predict` still declares the inputs
+    (the schema is read from it). Keep torch out of preprocess (use PIL and numpy): torch's
+    OpenMP threads belong to the model's thread.
     """
 
     def setup(self) -> None:

@@ -8,3 +8,5 @@ import threading
 GATE = threading.Event()  # tests hold predictions in flight by clearing it
 GATE.set()
 BATCHES: list[int] = []  # the size of each batch the shapes model ran
+RUNNING = threading.Event()  # set by a fixture predictor once a batch is on the model
+PREPARED: list[tuple[int, str]] = []  # (image width, thread name) for each preprocess call

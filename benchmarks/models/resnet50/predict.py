@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks import resnet
 from inference.predictor import BasePredictor, Image, Input
 
@@ -14,7 +16,11 @@ class Predictor(BasePredictor):
         self,
         image: Image = Input(description="A photo; it is resized to 256 and centre-cropped to 224."),
     ) -> dict:
-        return self.predict_batch([{"image": image}])[0]
+        return self.predict_prepared([self.preprocess(image)])[0]
 
-    def predict_batch(self, inputs: list[dict]) -> list[dict]:
-        return resnet.classify(self.model, [item["image"] for item in inputs])
+    def preprocess(self, image: Image) -> np.ndarray:
+        """Resize and crop, on the server's decode thread while the model runs other batches."""
+        return resnet.crop(image)
+
+    def predict_prepared(self, crops: list[np.ndarray]) -> list[dict]:
+        return resnet.classify_crops(self.model, crops)
