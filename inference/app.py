@@ -8,7 +8,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -27,7 +27,7 @@ from inference.errors import BadRequest, InferenceError, InvalidInput, NotFound,
 from inference.manifest import Manifest
 from inference.metrics import CONTENT_TYPE
 from inference.openapi import docs_html, openapi_spec, version_json
-from inference.predictions import Prediction, new_id
+from inference.predictions import Prediction, RemoteRecords, new_id, urls_of
 from inference.registry import Models, check_weight
 from inference.webhooks import check_request as check_webhook
 
@@ -134,9 +134,9 @@ async def create_with_id(request: Request) -> Response:
     prediction_id = request.path_params["id"]
     if not _CLIENT_ID.fullmatch(prediction_id):
         raise InvalidInput("a prediction id is 1 to 100 letters, digits, '-' or '_'")
-    existing = _models(request).store.get(prediction_id)
+    existing = await _find(request)
     if existing is not None:
-        return JSONResponse(existing.to_json(_base(request)), status_code=200)
+        return JSONResponse(existing, status_code=200)
     return await create(request, prediction_id)
 
 
@@ -157,22 +157,36 @@ async def delete_file(request: Request) -> Response:
 
 
 async def get_prediction(request: Request) -> Response:
-    return JSONResponse(_prediction(request).to_json(_base(request)))
+    return JSONResponse(_found(request, await _find(request)))
 
 
 async def cancel_prediction(request: Request) -> Response:
-    prediction = _prediction(request)
-    models = _models(request)
-    if models.store.finish(prediction, "canceled"):
-        models.metrics.predictions.labels(prediction.model, "canceled").inc()
-    return JSONResponse(prediction.to_json(_base(request)))
+    models, prediction_id = _models(request), request.path_params["id"]
+    prediction = models.store.get(prediction_id)
+    if prediction is not None:
+        models.cancel(prediction)
+        return JSONResponse(prediction.to_json(_base(request)))
+    record = None if models.remote is None else await models.remote.cancel(prediction_id)
+    return JSONResponse(_found(request, _here(request, record)))
 
 
-def _prediction(request: Request) -> Prediction:
-    prediction = _models(request).store.get(request.path_params["id"])
-    if prediction is None:
+async def _find(request: Request) -> dict[str, Any] | None:
+    """The prediction's JSON: this server's own, else (under Ray Serve) another replica's."""
+    models, prediction_id = _models(request), request.path_params["id"]
+    prediction = models.store.get(prediction_id)
+    if prediction is not None:
+        return prediction.to_json(_base(request))
+    return None if models.remote is None else _here(request, await models.remote.get(prediction_id))
+
+
+def _here(request: Request, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if record is None else {**record, "urls": urls_of(_base(request), record["id"])}
+
+
+def _found(request: Request, record: dict[str, Any] | None) -> dict[str, Any]:
+    if record is None:
         raise NotFound(f"no prediction {request.path_params['id']!r} (finished ones are kept for an hour)")
-    return prediction
+    return record
 
 
 async def _read_create_body(request: Request) -> dict[str, Any]:
@@ -229,9 +243,12 @@ async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest:
         files.cleanup(inputs)
         raise
     models.store.add(prediction)
+    models.publish(prediction)
     if wait:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(prediction.done.wait(), wait)
+    if models.remote is not None:
+        await models.remote.synced()  # so that a GET by id on another replica finds it
     return JSONResponse(prediction.to_json(_base(request)), status_code=201)
 
 
@@ -295,9 +312,11 @@ class RequireToken:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, *, load_before_serving: bool = False) -> Starlette:
+def create_app(settings: Settings, *, load_before_serving: bool = False,
+               remote_records: Callable[[], RemoteRecords] | None = None) -> Starlette:
     """`load_before_serving` makes start-up wait for every model: for a host such as Ray Serve
-    that sends traffic to a replica as soon as its start-up ends, not when /readyz says so."""
+    that sends traffic to a replica as soon as its start-up ends, not when /readyz says so.
+    `remote_records` makes, per process, what finds predictions that other replicas own."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -305,8 +324,10 @@ def create_app(settings: Settings, *, load_before_serving: bool = False) -> Star
             import torch
 
             torch.set_num_threads(settings.threads)
-        models = Models(settings)
+        models = Models(settings, None if remote_records is None else remote_records())
         app.state.models = models
+        if models.remote is not None:
+            await models.remote.open(models.cancel_here)
         loading = asyncio.create_task(models.load_all())
         try:
             if load_before_serving:

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 TERMINAL = ("succeeded", "failed", "canceled")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -65,7 +65,6 @@ class Prediction:
         return True
 
     def to_json(self, base_url: str) -> dict[str, Any]:
-        url = f"{base_url.rstrip('/')}/v1/predictions/{self.id}"
         metrics = {} if self.predict_time is None else {"predict_time": round(self.predict_time, 6)}
         return {
             "id": self.id,
@@ -80,8 +79,13 @@ class Prediction:
             "started_at": self.started_at,
             "completed_at": self.completed_at,
             "metrics": metrics,
-            "urls": {"get": url, "cancel": f"{url}/cancel"},
+            "urls": urls_of(base_url, self.id),
         }
+
+
+def urls_of(base_url: str, prediction_id: str) -> dict[str, str]:
+    url = f"{base_url.rstrip('/')}/v1/predictions/{prediction_id}"
+    return {"get": url, "cancel": f"{url}/cancel"}
 
 
 def _abbreviate(value: Any) -> Any:
@@ -127,3 +131,26 @@ class PredictionStore:
             len(self._finished) > self._max_finished or (self._finished[0].finished_at or 0.0) < cutoff
         ):
             self._records.pop(self._finished.popleft().id, None)
+
+
+class RemoteRecords(Protocol):
+    """Predictions that other processes serving the same API own (Ray Serve's replicas: see
+    inference/ray_records.py). A lone server has none."""
+
+    async def open(self, cancel: Callable[[str], dict[str, Any] | None]) -> None:
+        """Starts taking cancels for this process's predictions: `cancel(id)` ends one here and
+        returns its record (None if it is not here)."""
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """A prediction of this process changed (`record` is its JSON); must not block."""
+
+    async def synced(self) -> None:
+        """Returns once every record published so far can be read from other processes."""
+
+    async def get(self, prediction_id: str) -> dict[str, Any] | None:
+        """The latest record of a prediction another process owns, or None."""
+
+    async def cancel(self, prediction_id: str) -> dict[str, Any] | None:
+        """Cancels a prediction another process owns, there; its record afterwards, or None."""
+
+    async def close(self) -> None: ...

@@ -14,8 +14,12 @@ On a machine where only loopback may be contacted, run Ray inside a loopback-onl
 
     unshare -n sh -c 'ip link set lo up && exec python -m inference.ray_serve --replicas 2'
 
-A prediction's record lives in the replica that ran it: create with `Prefer: wait` (as the proxy
-does), since a later GET or cancel by id may reach another replica.
+A prediction runs in the replica that received its create, and every replica can answer for it:
+each publishes its predictions' changes to one named async actor, the `PredictionDirectory`
+(inference/ray_records.py), which keeps their latest records (bounded as a replica's own store is)
+and hands a cancel to the replica that owns the prediction. So a create without `Prefer: wait`
+followed by GETs or a cancel by id works whichever replica each request reaches. Uploads
+(`POST /v1/files`) are not shared: with several replicas, send images as data URLs.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inference.app import create_app
 from inference.config import ConfigError, Settings, settings_from
 from inference.manifest import Manifest, discover
+from inference.ray_records import RayRecords, start_directory
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,11 @@ def deployment(settings: Settings, scale: Scale) -> serve.Application:
             "target_ongoing_requests": scale.target_ongoing,
         },
     )
-    @serve.ingress(ReplicaHeader(create_app(settings, load_before_serving=True)))
+    @serve.ingress(ReplicaHeader(create_app(settings, load_before_serving=True, remote_records=RayRecords)))
     class InferenceReplica:
         """All state (models, batchers, prediction records) is built in the app's lifespan, per
-        replica; nothing lives here or in module globals."""
+        replica; nothing lives here or in module globals. Other replicas' predictions are read and
+        canceled through the directory that `main` starts."""
 
     return InferenceReplica.bind()  # type: ignore[attr-defined, no-any-return]  # a Deployment now
 
@@ -147,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                               f"need {needed} CPUs; the cluster has {resources.get('CPU', 0):g}")
         for stop in (signal.SIGINT, signal.SIGTERM):  # even where SIGINT came ignored (`cmd &`)
             signal.signal(stop, signal.default_int_handler)
+        directory = start_directory(settings)  # noqa: F841 - the actor lives while a handle does
         serve.start(http_options={"host": settings.host, "port": settings.port})
         serve.run(deployment(settings, scale), name="inference", route_prefix="/")
         where = "GPU" if "num_gpus" in scale.actor_options else "CPU"

@@ -20,7 +20,7 @@ from inference.errors import InvalidInput, NotFound, Unavailable
 from inference.loader import load
 from inference.manifest import Manifest, discover, load_manifest
 from inference.metrics import Metrics
-from inference.predictions import Prediction, PredictionStore
+from inference.predictions import Prediction, PredictionStore, RemoteRecords
 from inference.uploads import Uploads
 from inference.webhooks import Webhooks
 
@@ -28,8 +28,9 @@ log = logging.getLogger("inference")
 
 
 class Models:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, remote: RemoteRecords | None = None) -> None:
         self.settings = settings
+        self.remote = remote  # other replicas' predictions, under Ray Serve; None for one server
         self.manifests: dict[str, Manifest] = {m.name: m for m in discover(settings.models_dir)}
         self.versions: dict[str, Batcher] = {}  # every loaded version, by version id
         self.canaries: dict[str, tuple[str, float]] = {}  # name -> (version id, share of traffic)
@@ -100,7 +101,24 @@ class Models:
             await retiring.stop(drain=True)
             log.info("version retired", extra={"fields": {"model": name, "version": previous}})
 
+    def publish(self, prediction: Prediction) -> None:
+        if self.remote is not None:
+            self.remote.publish(prediction.to_json(prediction.base_url))
+
+    def cancel(self, prediction: Prediction) -> None:
+        if self.store.finish(prediction, "canceled"):
+            self.metrics.predictions.labels(prediction.model, "canceled").inc()
+
+    def cancel_here(self, prediction_id: str) -> dict[str, Any] | None:
+        """A cancel that another replica received for a prediction of this one."""
+        prediction = self.store.get(prediction_id)
+        if prediction is None:
+            return None
+        self.cancel(prediction)
+        return prediction.to_json(prediction.base_url)
+
     def notify(self, prediction: Prediction, event: str) -> None:
+        self.publish(prediction)
         if self.webhooks is None:
             return
         self.webhooks.notify(prediction, event)
@@ -110,8 +128,11 @@ class Models:
     async def close(self) -> None:
         for batcher in self.versions.values():
             await batcher.stop()
+        await asyncio.to_thread(self._predict_thread.shutdown, wait=True, cancel_futures=True)
         if self.webhooks is not None:
             await self.webhooks.close()
+        if self.remote is not None:
+            await self.remote.close()
         self.uploads.close()
 
     @property
