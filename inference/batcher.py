@@ -56,9 +56,10 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.manifest.name}")
         self._owns_executor = executor is None
-        self._in_flight: Future[list[tuple[Any, float]]] | None = None  # the batch the thread runs or will
+        # Batches handed to the model's thread, oldest first: the one it runs, and at most one
+        # full batch waiting behind it, so the thread never idles while the loop is busy.
+        self._in_flight: deque[tuple[list[Job], Future[list[tuple[Any, float]]]]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._running: list[Job] = []  # the batch on the model now
         self._reserved = 0  # requests that chose this batcher and are still decoding their input
         self._changed = asyncio.Event()  # set whenever work ends: what a draining stop waits on
 
@@ -92,20 +93,23 @@ class Batcher:
     async def stop(self, *, drain: bool = False) -> None:
         """Stops the worker; with `drain`, only once every queued, running and reserved request
         has finished (a retired version drops nothing)."""
-        while drain and (self._queue or self._running or self._reserved):
+        while drain and (self._queue or self._in_flight or self._reserved):
             self._changed.clear()
             await self._changed.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._in_flight is not None:  # the running batch ends first (one not started never will)
-            await asyncio.wait([asyncio.wrap_future(self._in_flight)])
+        for _, future in self._in_flight:  # the running batch ends first (one not started never will)
+            future.cancel()
+            await asyncio.wait([asyncio.wrap_future(future)])
         if self._owns_executor:
             await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-        for job in self._running:
-            self._finish(job, "failed", len(self._running), error="the server shut down while this ran")
-            files.cleanup(job.inputs)
+        while self._in_flight:
+            batch, _ = self._in_flight.popleft()
+            for job in batch:
+                self._finish(job, "failed", len(batch), error="the server shut down while this ran")
+                files.cleanup(job.inputs)
         while self._queue:
             job = self._queue.popleft()
             self._finish(job, "failed", 0, error="the server shut down before this ran")
@@ -125,30 +129,42 @@ class Batcher:
 
     async def _work(self) -> None:
         while True:
-            if not self._queue:
+            if self._queue and (not self._in_flight or self._full_batch_waiting()):
+                if self._window_s and len(self._queue) < self._max_batch:
+                    await asyncio.sleep(self._window_s)
+                batch = self._take()
+                if batch:
+                    self._hand_over(batch)
+                else:  # all it found was dropped (canceled, or past its deadline): that is a change
+                    self._changed.set()
+                continue
+            if not self._in_flight:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._window_s and len(self._queue) < self._max_batch:
-                await asyncio.sleep(self._window_s)
-            batch = self._take()
-            if not batch:  # all it found was dropped (canceled, or past its deadline): that is a change
-                self._changed.set()
-                continue
-            for job in batch:
-                job.prediction.start()
-                self._on_start(job.prediction)
-            self._running = batch
-            self._in_flight = self._executor.submit(self.model.run, [job.prepared for job in batch])
+            batch, future = self._in_flight[0]
             try:
-                results = await asyncio.wrap_future(self._in_flight)
+                results = await asyncio.wrap_future(future)
             except Exception as exc:
                 log.exception("batch failed on %s", self.model.ref)
                 results = [(exc, 0.0)] * len(batch)
-            self._running = []
+            self._in_flight.popleft()
             for job, (output, seconds) in zip(batch, results, strict=True):
                 self._settle(job, output, seconds, len(batch))
             self._changed.set()
+
+    def _full_batch_waiting(self) -> bool:
+        """Whether to queue a batch behind the running one now: only a full one, and only one.
+        A partial batch waits instead, growing while the model is busy (greedy batching)."""
+        largest = min(self._max_batch, self.model.batch_cap)
+        return len(self._in_flight) == 1 and len(self._queue) >= largest
+
+    def _hand_over(self, batch: list[Job]) -> None:
+        for job in batch:
+            job.prediction.start()
+            self._on_start(job.prediction)
+        future = self._executor.submit(self.model.run, [job.prepared for job in batch])
+        self._in_flight.append((batch, future))
 
     def _take(self) -> list[Job]:
         batch: list[Job] = []
