@@ -108,7 +108,7 @@ def decode_image(name: str, mime: str, data: bytes, *, max_pixels: int) -> PIL.I
     with _problems_named(name, mime, data, max_pixels):
         image = _opened(name, mime, data, max_pixels)
         image.load()
-    image = PIL.ImageOps.exif_transpose(image)
+    PIL.ImageOps.exif_transpose(image, in_place=True)  # a copy of every image otherwise
     return flatten(image)
 
 

@@ -64,5 +64,7 @@ def _on_cpu(image: ImageBytes) -> torch.Tensor:
     from inference.files import flatten
 
     with PIL.Image.open(io.BytesIO(image)) as opened:
-        rgb = flatten(PIL.ImageOps.exif_transpose(opened)).convert("RGB")
+        opened.load()
+        PIL.ImageOps.exif_transpose(opened, in_place=True)
+        rgb = flatten(opened).convert("RGB")
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
