@@ -70,7 +70,7 @@ def load_manifest(folder: Path) -> Manifest:
             hardware=raw.get("hardware", "cpu"),
             listed=bool(raw.get("listed", True)),
             max_batch_size=int(batching.get("max_batch_size", 1)),
-            batch_window_ms=float(batching.get("window_ms", 0)),
+            batch_window_ms=_window(path, batching.get("window_ms", 0)),
             max_queue=int(batching.get("max_queue", 64)),
             batch_buckets=_buckets(path, batching.get("buckets", []), int(batching.get("max_batch_size", 1))),
             predictor=predictor,
@@ -82,6 +82,16 @@ def load_manifest(folder: Path) -> Manifest:
         raise ValueError(f"{path}: missing required key {exc}") from None
     schema = read_schema(manifest.predictor_file, manifest.predictor_class)
     return replace(manifest, schema=schema, version=_version_of(folder))
+
+
+MAX_WINDOW_MS = 2.0  # longer, and every batch's requests pay it, as TorchServe's and Ray's users found
+
+
+def _window(path: Path, raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_WINDOW_MS:
+        raise ValueError(f"{path}: [batching] window_ms must be a number from 0 to {MAX_WINDOW_MS:g} "
+                         f"(milliseconds), got {raw!r}")
+    return float(raw)
 
 
 def _buckets(path: Path, raw: Any, max_batch_size: int) -> tuple[int, ...]:

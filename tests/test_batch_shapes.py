@@ -85,3 +85,9 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_every_prediction_succeeds
     assert outputs(results) == [{"double": 2 * n} for n in range(10)]
     assert sizes(model) == [10, 5, 2, 3, 5, 2, 3]  # each half split again until it fits
     assert model.batch_cap == 2  # half of the smallest batch that did not fit, from now on
+
+
+@pytest.mark.parametrize("window", ["50", "-1", '"soon"'])
+def test_a_batching_window_longer_than_2_ms_is_refused_by_name(tmp_path: Path, window: str) -> None:
+    with pytest.raises(ValueError, match="window_ms must be a number from 0 to 2"):
+        model_with(tmp_path, f"max_batch_size = 8\nwindow_ms = {window}")
