@@ -20,6 +20,23 @@ TOKEN = "test-inference-token-7f3a9c"  # a marker: tests assert it never leaks
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def model_folder(parent: Path, name: str, predict_py: str, manifest: str = "") -> Path:
+    """A model folder written by a test: its predict.py, and a manifest of a title, a price and
+    whatever `manifest` adds (TOML)."""
+    folder = parent / name
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text(predict_py)
+    (folder / "manifest.toml").write_text(f'title = "{name.title()}"\nprice_per_second = "0.001"\n{manifest}')
+    return folder
+
+
+@contextlib.contextmanager
+def model_server(parent: Path, name: str, predict_py: str, manifest: str = "") -> Iterator[str]:
+    """An inference server serving just that one model folder (see model_folder)."""
+    with inference_server(model_folder(parent, name, predict_py, manifest).parent) as url:
+        yield url
+
+
 @contextlib.contextmanager
 def inference_server(models_dir: Path, **overrides: object) -> Iterator[str]:
     settings = Settings(token=TOKEN, models_dir=models_dir, **overrides)  # type: ignore[arg-type]

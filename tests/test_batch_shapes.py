@@ -15,6 +15,7 @@ from inference.loader import LoadedModel, load
 from inference.manifest import load_manifest
 from inference.metrics import Metrics
 from inference.predictions import PredictionStore
+from tests.inference_helpers import model_folder
 
 PREDICT = '''
 import torch
@@ -39,12 +40,7 @@ class Predictor(BasePredictor):
 
 
 def model_with(tmp_path: Path, batching: str) -> LoadedModel:
-    folder = tmp_path / "counter"
-    folder.mkdir()
-    (folder / "predict.py").write_text(PREDICT)
-    (folder / "manifest.toml").write_text(
-        f'title = "Counter"\nprice_per_second = "0.001"\n\n[batching]\n{batching}\n'
-        '[[examples]]\ninput = { n = 1 }\n')
+    folder = model_folder(tmp_path, "counter", PREDICT, f"[batching]\n{batching}\n[[examples]]\ninput = {{ n = 1 }}\n")
     return load(load_manifest(folder), "owner")
 
 

@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 
 from inference.files import decode_image
-from tests.inference_helpers import auth, data_url, image_bytes, inference_server
+from tests.inference_helpers import auth, data_url, image_bytes, model_server
 
 PREDICT = '''
 from inference.images import decode
@@ -34,12 +34,7 @@ CREATE = "/v1/models/modelfolio/raw/predictions"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("models") / "raw"
-    folder.mkdir()
-    (folder / "predict.py").write_text(PREDICT)
-    (folder / "manifest.toml").write_text('title = "Raw"\nprice_per_second = "0.001"\n'
-                                          "[batching]\nmax_batch_size = 4\n")
-    with inference_server(folder.parent) as url:
+    with model_server(tmp_path_factory.mktemp("models"), "raw", PREDICT, "[batching]\nmax_batch_size = 4\n") as url:
         yield url
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests import fixture_gates
-from tests.inference_helpers import auth, inference_server, png_data_url
+from tests.inference_helpers import auth, model_server, png_data_url
 
 PREDICT = '''
 import threading
@@ -41,12 +41,7 @@ CREATE = "/v1/models/modelfolio/split/predictions"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("models") / "split"
-    folder.mkdir()
-    (folder / "predict.py").write_text(PREDICT)
-    (folder / "manifest.toml").write_text('title = "Split"\nprice_per_second = "0.001"\n'
-                                          "[batching]\nmax_batch_size = 4\n")
-    with inference_server(folder.parent) as url:
+    with model_server(tmp_path_factory.mktemp("models"), "split", PREDICT, "[batching]\nmax_batch_size = 4\n") as url:
         yield url
 
 
