@@ -3,6 +3,7 @@ on the server's image path (PNG in, PIL out), and the `[measured]` table of a ma
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import io
 import math
@@ -118,6 +119,33 @@ def measure_precision(folder: Path, predictor: BatchPredictor, images: Sequence[
         version_key: load_manifest(folder).version[:16],  # the weights and code just measured
         f"{precision}_latency_ms": round(median_latency_ms(predictor, images[0], precision=precision), 2),
     }
+
+
+def measure_only(prog: str, argv: list[str] | None) -> bool:
+    """The train scripts' one option: `--measure` measures the shipped weights again, no training."""
+    parser = argparse.ArgumentParser(prog=prog, description="Trains the model and measures it.")
+    parser.add_argument("--measure", action="store_true",
+                        help="measure the shipped weights again (accuracy, latency, bf16 agreement); no training")
+    return bool(parser.parse_args(argv).measure)
+
+
+def record_measurements(folder: Path, predictor: BatchPredictor, images: Sequence[Image.Image],
+                        labels: Sequence[str], *, train_seconds: float,
+                        latency_image: Image.Image) -> dict[str, Any]:
+    """Measures on the held-out images through the real predictor and writes the manifest's
+    `[measured]` table: accuracy, latency, and bf16's agreement with fp32 (precision.py)."""
+    accuracy = heldout_accuracy(predictor, images, labels, batch_size=32)
+    latency = median_latency_ms(predictor, latency_image)
+    measured = {
+        "accuracy": round(accuracy, 4),
+        "heldout_size": len(images),
+        "train_seconds": round(train_seconds, 1),
+        "latency_ms": round(latency, 2),
+        **measure_precision(folder, predictor, images),
+        "measured_on": today(),
+    }
+    write_measured(folder / "manifest.toml", measured)
+    return measured
 
 
 def earlier_measured(manifest: Path) -> dict[str, Any]:

@@ -7,7 +7,6 @@ weights again without training.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -18,12 +17,9 @@ from PIL import Image
 from inference.models._training import (
     earlier_measured,
     fit,
-    heldout_accuracy,
-    measure_precision,
-    median_latency_ms,
+    measure_only,
+    record_measurements,
     seed_everything,
-    today,
-    write_measured,
 )
 from inference.models.defects.predict import LABELS, WEIGHTS, DefectNet, Predictor, to_input
 from inference.models.defects.surfaces import CLASSES, surface_image
@@ -73,12 +69,9 @@ def write_test_data(images: list[Image.Image], labels: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference.models.defects.train", description=__doc__)
-    parser.add_argument("--measure", action="store_true",
-                        help="measure the shipped weights again (accuracy, latency, bf16 agreement); no training")
-    measure_only = parser.parse_args(argv).measure
+    measure = measure_only("python -m inference.models.defects.train", argv)
     seed_everything(TRAIN_SEED)
-    if measure_only:
+    if measure:
         train_seconds = earlier_measured(FOLDER / "manifest.toml")["train_seconds"]
     else:
         started = time.perf_counter()
@@ -98,23 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     write_test_data(heldout, heldout_labels)
     predictor = Predictor()
     predictor.setup()
-    accuracy = heldout_accuracy(predictor, heldout, heldout_labels, batch_size=32)
-    latency = median_latency_ms(predictor, heldout[0])
-    reduced = measure_precision(FOLDER, predictor, heldout)
-    write_measured(
-        FOLDER / "manifest.toml",
-        {
-            "accuracy": round(accuracy, 4),
-            "heldout_size": len(heldout),
-            "train_seconds": round(train_seconds, 1),
-            "latency_ms": round(latency, 2),
-            **reduced,
-            "measured_on": today(),
-        },
-    )
+    m = record_measurements(FOLDER, predictor, heldout, heldout_labels, train_seconds=train_seconds,
+                            latency_image=heldout[0])
     print(
-        f"defects: held-out accuracy {accuracy:.4f} ({len(heldout)} pictures); latency {latency:.2f} ms; "
-        f"bf16 agrees with fp32 on {reduced['bf16_agreement']:.2%}, latency {reduced['bf16_latency_ms']:.2f} ms"
+        f"defects: held-out accuracy {m['accuracy']:.4f} ({len(heldout)} pictures); latency "
+        f"{m['latency_ms']:.2f} ms; bf16 agrees with fp32 on {m['bf16_agreement']:.2%}, latency "
+        f"{m['bf16_latency_ms']:.2f} ms"
     )
 
 

@@ -9,7 +9,6 @@ noise), all passed through the predictor's own preprocessing, so photos and draw
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -23,11 +22,9 @@ from inference.models._training import (
     earlier_measured,
     fit,
     heldout_accuracy,
-    measure_precision,
-    median_latency_ms,
+    measure_only,
+    record_measurements,
     seed_everything,
-    today,
-    write_measured,
 )
 from inference.models.digits.predict import WEIGHTS, DigitNet, Predictor, to_digit
 
@@ -134,10 +131,7 @@ def write_test_data(digits: np.ndarray, labels: np.ndarray, indices: np.ndarray)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference.models.digits.train", description=__doc__)
-    parser.add_argument("--measure", action="store_true",
-                        help="measure the shipped weights again (accuracy, latency, bf16 agreement); no training")
-    measure_only = parser.parse_args(argv).measure
+    measure = measure_only("python -m inference.models.digits.train", argv)
     seed_everything(SEED)
     started = time.perf_counter()
     data = load_digits()
@@ -146,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         indices, test_size=HELDOUT_SHARE, stratify=data.target, random_state=SEED
     )
     heldout = np.sort(heldout)
-    if measure_only:
+    if measure:
         train_seconds = earlier_measured(FOLDER / "manifest.toml")["train_seconds"]
     else:
         x, y = training_set(data.images[train], data.target[train], np.random.default_rng(SEED))
@@ -163,25 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     predictor.setup()
     names = [str(label) for label in labels]
     scanned = [as_scanned(d) for d in digits]
-    accuracy = heldout_accuracy(predictor, scanned, names, batch_size=32)
+    m = record_measurements(FOLDER, predictor, scanned, names, train_seconds=train_seconds,
+                            latency_image=on_paper(digits[0]))
     on_paper_accuracy = heldout_accuracy(predictor, [on_paper(d) for d in digits], names, batch_size=32)
-    latency = median_latency_ms(predictor, on_paper(digits[0]))
-    reduced = measure_precision(FOLDER, predictor, scanned)
-    write_measured(
-        FOLDER / "manifest.toml",
-        {
-            "accuracy": round(accuracy, 4),
-            "heldout_size": len(heldout),
-            "train_seconds": round(train_seconds, 1),
-            "latency_ms": round(latency, 2),
-            **reduced,
-            "measured_on": today(),
-        },
-    )
     print(
-        f"digits: held-out accuracy {accuracy:.4f} as scanned, {on_paper_accuracy:.4f} on paper "
-        f"({len(heldout)} digits); latency {latency:.2f} ms; bf16 agrees with fp32 on "
-        f"{reduced['bf16_agreement']:.2%}, latency {reduced['bf16_latency_ms']:.2f} ms"
+        f"digits: held-out accuracy {m['accuracy']:.4f} as scanned, {on_paper_accuracy:.4f} on paper "
+        f"({len(heldout)} digits); latency {m['latency_ms']:.2f} ms; bf16 agrees with fp32 on "
+        f"{m['bf16_agreement']:.2%}, latency {m['bf16_latency_ms']:.2f} ms"
     )
 
 
