@@ -24,6 +24,7 @@ from inference.metrics import Metrics
 from inference.predictions import Prediction, PredictionStore
 
 log = logging.getLogger("inference")
+_AS_GIVEN: Any = object()  # a Job made without `prepared` runs its inputs as they are
 
 
 @dataclass(eq=False)
@@ -32,10 +33,10 @@ class Job:
     inputs: dict[str, Any]  # validated and resolved: what predict() takes
     deadline: float | None = None  # time.monotonic() after which it must not start
     queued_at: float = field(default_factory=time.monotonic)
-    prepared: Any = None  # what the model runs: LoadedModel.prepare(inputs), made off the loop
+    prepared: Any = _AS_GIVEN  # what the model runs: LoadedModel.prepare(inputs), made off the loop
 
     def __post_init__(self) -> None:
-        if self.prepared is None:
+        if self.prepared is _AS_GIVEN:
             self.prepared = self.inputs
 
 
