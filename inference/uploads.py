@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from inference.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from inference.predictions import new_id
 
 FILE_URL = re.compile(r"https?://[^/]+(?:/[^?#]*)?/v1/files/([a-z0-9]{26})")
 
@@ -69,9 +69,9 @@ class Uploads:
             content = form.get("content")
             if not isinstance(content, UploadFile):
                 raise InvalidInput("the upload needs a file in the form field 'content'")
-            upload = Upload(id=_new_id(), name=content.filename or "upload",
+            upload = Upload(id=new_id(), name=content.filename or "upload",
                             content_type=content.content_type or "application/octet-stream",
-                            size=0, sha256="", path=self._dir / _new_id(),
+                            size=0, sha256="", path=self._dir / new_id(),
                             metadata=_metadata(form.get("metadata")), expires_at=time.monotonic() + self.ttl_s)
             digest = hashlib.sha256()
             with upload.path.open("wb") as out:
@@ -113,10 +113,6 @@ class Uploads:
         for upload in [u for u in self._files.values() if u.expires_at < now]:
             upload.path.unlink(missing_ok=True)
             del self._files[upload.id]
-
-
-def _new_id() -> str:
-    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26))
 
 
 def _metadata(raw: Any) -> dict[str, Any]:
