@@ -62,28 +62,26 @@ class LoadedModel:
             return self._run(items)
 
     def _run(self, items: list[Any]) -> list[tuple[Any, float]]:
-        if self.prepares:
-            batch_fn = self.predictor.predict_prepared  # type: ignore[attr-defined]
-        else:
-            batch_fn = getattr(self.predictor, "predict_batch", None)
-        if batch_fn is not None and (len(items) > 1 or self.manifest.batch_buckets or self.prepares):
-            try:
-                return self._run_batch(batch_fn, items)
-            except Exception as exc:
-                if _out_of_memory(exc) and len(items) > 1:
-                    half = len(items) // 2
-                    self.batch_cap = min(self.batch_cap, half)
-                    log.warning("%s ran out of device memory on a batch of %d: halving it (batches of "
-                                "at most %d from now on)", self.ref, len(items), self.batch_cap)
-                    _release_device_memory()
-                    return self._run(items[:half]) + self._run(items[half:])
-                if len(items) == 1 and self.prepares:
-                    log.warning("prediction failed on %s: %r", self.ref, exc)
-                    return [(exc, 0.0)]
-                log.exception("batch of %d failed on %s; retrying one at a time", len(items), self.ref)
-        if self.prepares:
-            return [self._run([item])[0] for item in items]
-        return [self._run_one(kwargs) for kwargs in items]
+        batch_fn = self.predictor.predict_prepared if self.prepares else getattr(  # type: ignore[attr-defined]
+            self.predictor, "predict_batch", None)
+        if batch_fn is None or (len(items) == 1 and not self.prepares and not self.manifest.batch_buckets):
+            return [self._run_one(item) for item in items]
+        started = time.perf_counter()
+        try:
+            return self._run_batch(batch_fn, items)
+        except Exception as exc:
+            if len(items) == 1:  # a batch of one failing is that prediction failing: no second try
+                log.warning("prediction failed on %s: %r", self.ref, exc)
+                return [(exc, time.perf_counter() - started)]
+            if _out_of_memory(exc):
+                half = len(items) // 2
+                self.batch_cap = min(self.batch_cap, half)
+                log.warning("%s ran out of device memory on a batch of %d: halving it (batches of "
+                            "at most %d from now on)", self.ref, len(items), self.batch_cap)
+                _release_device_memory()
+                return self._run(items[:half]) + self._run(items[half:])
+            log.exception("batch of %d failed on %s; retrying one at a time", len(items), self.ref)
+            return [self._run_one(item) for item in items]
 
     def _run_batch(self, batch_fn: Callable[[list[Any]], list[Any]],
                    inputs: list[Any]) -> list[tuple[Any, float]]:
@@ -98,10 +96,13 @@ class LoadedModel:
         share = (time.perf_counter() - started) / len(padded)
         return [(_jsonable(out), share) for out in outputs[: len(inputs)]]
 
-    def _run_one(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
+    def _run_one(self, item: Any) -> tuple[Any, float]:
         started = time.perf_counter()
         try:
-            output: Any = _jsonable(self.predictor.predict(**kwargs))
+            if self.prepares:
+                output: Any = _jsonable(self.predictor.predict_prepared([item])[0])  # type: ignore[attr-defined]
+            else:
+                output = _jsonable(self.predictor.predict(**item))
         except Exception as exc:  # noqa: BLE001 - a predictor's error becomes a failed prediction
             log.warning("prediction failed on %s: %r", self.ref, exc)
             output = exc
