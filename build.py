@@ -17,22 +17,38 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import PIL.Image
 
+from inference.errors import ConfigError
 from inference.manifest import MODELS_DIR, Manifest, discover
+from inference.precision import settle
 from inference.schema import Field
+from sitebuild import pictures
+from sitebuild.card import (
+    CardText,
+    GalleryItem,
+    Release,
+    card_text,
+    gallery_items,
+    milliseconds,
+    percent,
+    price_per_1000,
+    price_per_prediction,
+    releases,
+)
+from sitebuild.meta import robots, sitemap
+from sitebuild.snippets import curl_snippet, python_snippet, sample_input
 
 ROOT = Path(__file__).resolve().parent
 SITE_DIR = ROOT / "site"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
-CENT = Decimal("0.01")
-_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-         ".gif": "image/gif", ".bmp": "image/bmp"}
+ART_WIDTH = 640  # px of the art on cards and beside a model's title (drawn at twice that)
+TAGLINE = "Trained models you can try in the browser and call from code"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")  # as in Replicate's model names
 HARDWARE = {"cpu": "CPU", "gpu": "GPU", "cuda": "NVIDIA GPU"}
 
@@ -41,14 +57,11 @@ class BuildError(Exception):
     pass
 
 
-class FileName(str):
-    """A file input in a code snippet: read from this file, not sent as a string."""
-
-
 @dataclass(frozen=True)
 class Identity:
     owner: str  # the handle in model addresses: "<owner>/<name>"
     public_origin: str  # where the proxy serves the API, e.g. "https://models.example.com"
+    public_results: frozenset[str] = frozenset()  # models whose shared result links anyone may open
 
 
 @dataclass(frozen=True)
@@ -63,9 +76,18 @@ class ModelPage:
     heldout: str | None  # "on 360 held-out images"
     latency: str | None  # "3.2 ms"
     hardware: str
+    precision: str  # what the server will run it in: the manifest's, if its check holds (precision.py)
     price_per_second: str  # "$0.0001"
     price_per_1000: str | None  # "≈ $0.32", "≈ $0.00086"
-    examples: list[dict[str, Any]]  # {"src", "file", "alt", "input", "expected"}
+    price_per_prediction: str | None  # "≈ $0.00000056"
+    examples: list[dict[str, Any]]  # {"src", "path", "file", "alt", "input", "expected"}
+    gallery: list[GalleryItem]  # the examples with the answers recorded in gallery.json
+    gallery_stale: bool  # gallery.json is missing or was recorded for another version
+    art: dict[str, Any]  # {"src", "width", "height", "alt"}: the examples and their answers
+    cover: str  # absolute URL of the share picture
+    releases: list[Release]
+    card: CardText
+    results_public: bool  # anyone with a result's link may open it (PUBLIC_RESULTS)
     curl: str
     python: str
 
@@ -99,21 +121,6 @@ def build(
     return pages
 
 
-def price_per_1000(price_per_second: Decimal, latency_ms: Decimal) -> str:
-    """The price of 1,000 predictions at `latency_ms` each, rounded once, half-up to the cent.
-
-    Below half a cent, two significant digits instead: "$0.00" would read as free.
-    """
-    exact = price_per_second * (latency_ms / 1000) * 1000
-    rounded = exact.quantize(CENT, rounding=ROUND_HALF_UP)
-    if exact == 0:
-        return "$0.00"
-    if rounded == 0:
-        step = Decimal(1).scaleb(exact.adjusted() - 1)
-        return f"≈ ${exact.quantize(step, rounding=ROUND_HALF_UP):f}"
-    return f"≈ ${rounded:,.2f}"
-
-
 def _build_into(dest: Path, identity: Identity, models_dir: Path, site_dir: Path) -> list[str]:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(site_dir / "templates"),
@@ -127,8 +134,10 @@ def _build_into(dest: Path, identity: Identity, models_dir: Path, site_dir: Path
     env.filters["num"] = _number
     models = [_page_of(m, identity, dest) for m in discover(models_dir)]
     listed = [m for m in models if m.manifest.listed]
-    common = {"identity": identity, "listed": listed}
-    pages = {"/": env.get_template("index.html").render(**common)}
+    common = {"identity": identity, "listed": listed, "tagline": TAGLINE}
+    pages = {
+        "/": env.get_template("index.html").render(**common, cover=f"{identity.public_origin}/cover.jpg")
+    }
     for model in models:
         pages[model.url] = env.get_template("model.html").render(
             **common, model=model, fields=model.manifest.schema.fields
@@ -137,6 +146,13 @@ def _build_into(dest: Path, identity: Identity, models_dir: Path, site_dir: Path
         path = dest / url.strip("/") / "index.html"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(html, encoding="utf-8")
+    site_tiles = [tile for m in listed for tile in _tiles(m)[:2]][:4]
+    pictures.save_jpeg(pictures.draw_site_cover(identity.owner, site_tiles, TAGLINE), dest / "cover.jpg")
+    pictures.save_icons(dest)
+    (dest / "sitemap.xml").write_text(
+        sitemap(identity.public_origin, ["/", *(m.url for m in listed)]), encoding="utf-8"
+    )
+    (dest / "robots.txt").write_text(robots(identity.public_origin), encoding="utf-8")
     assets = dest / "assets"
     assets.mkdir()
     for asset in sorted((site_dir / "static").iterdir()):
@@ -151,95 +167,78 @@ def _page_of(manifest: Manifest, identity: Identity, dest: Path) -> ModelPage:
         raise BuildError(f"{manifest.folder}: model name {manifest.name!r} is not a URL segment")
     measured = manifest.measured
     latency = _typical_latency_ms(measured)
-    examples = _copy_examples(manifest, dest / "models" / manifest.name / "examples")
+    folder = dest / "models" / manifest.name
+    examples = _copy_examples(manifest, folder / "examples")
+    gallery, stale = gallery_items(manifest, examples)
     image_field = any(f.kind == "image" for f in manifest.schema.fields)
     address = f"{identity.owner}/{manifest.name}"
-    sample = _sample_input(manifest, examples)
-    return ModelPage(
+    sample = sample_input(manifest, examples)
+    accuracy = percent(measured.get("accuracy"))
+    url = f"/models/{manifest.name}/"
+    page = ModelPage(
         manifest=manifest,
         address=address,
-        url=f"/models/{manifest.name}/",
+        url=url,
         summary=_first_sentence(manifest.description),
-        accuracy=_percent(measured.get("accuracy")),
+        accuracy=accuracy,
         heldout=_heldout(measured.get("heldout_size"), "images" if image_field else "examples"),
-        latency=_ms(latency) if latency is not None else None,
+        latency=milliseconds(latency),
         hardware=HARDWARE.get(manifest.hardware.lower(), manifest.hardware),
+        precision=settle(manifest.precision, manifest.measured, manifest.version)[0],
         price_per_second=f"${manifest.price_per_second.normalize():f}",
-        price_per_1000=(
-            price_per_1000(manifest.price_per_second, latency) if latency is not None else None
+        price_per_1000=(price_per_1000(manifest.price_per_second, latency) if latency is not None else None),
+        price_per_prediction=(
+            price_per_prediction(manifest.price_per_second, latency) if latency is not None else None
         ),
         examples=examples,
-        curl=_curl_snippet(address, identity.public_origin, sample),
-        python=_python_snippet(address, identity.public_origin, sample),
+        gallery=gallery,
+        gallery_stale=stale,
+        art={},
+        cover=f"{identity.public_origin}{url}cover.jpg",
+        releases=releases(manifest),
+        card=card_text(manifest),
+        results_public=manifest.name in identity.public_results,
+        curl=curl_snippet(address, identity.public_origin, sample),
+        python=python_snippet(address, identity.public_origin, sample),
     )
-
-
-def _sample_input(manifest: Manifest, examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The input shown in the API snippets: file fields get a file name (the first example's,
-    which visitors can download from the page), the other fields their defaults."""
-    first = next((e for e in examples if e["file"]), None)
-    sample: dict[str, Any] = {}
-    for field in manifest.schema.fields:
-        if field.is_file:
-            given = first["input"].get(field.name) if first else None
-            sample[field.name] = FileName(
-                given.rsplit("/", 1)[-1] if given else f"{field.name}.png"
-            )
-        elif not field.required:
-            sample[field.name] = field.default
-        elif field.choices:
-            sample[field.name] = field.choices[0]
-        else:
-            sample[field.name] = {"integer": 1, "number": 1.0, "boolean": False}.get(field.kind, "")
-    return sample
-
-
-def _curl_snippet(address: str, origin: str, sample: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, FileName):
-            mime = _MIME.get(Path(v).suffix.lower(), "application/octet-stream")
-            return f'"data:{mime};base64,$(base64 < {_shell_word(v)} | tr -d \'\\n\')"'
-        # the body is an unquoted heredoc: keep $, ` and \ in values literal
-        return json.dumps(v).replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
-
-    body = ", ".join(f"{json.dumps(k)}: {value(v)}" for k, v in sample.items())
-    return "\n".join([
-        f"curl -sS {origin}/v1/models/{address}/predictions \\",
-        '  -H "Authorization: Bearer $MODELFOLIO_API_KEY" \\',
-        '  -H "Content-Type: application/json" \\',
-        '  -H "Prefer: wait" \\',
-        "  -d @- <<EOF",
-        f'{{"input": {{{body}}}}}',
-        "EOF",
-    ])
-
-
-def _python_snippet(address: str, origin: str, sample: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, FileName):
-            return f'open({json.dumps(str(v))}, "rb")'
-        return json.dumps(v) if isinstance(v, str) else repr(v)
-
-    inputs = "".join(f"        {json.dumps(k)}: {value(v)},\n" for k, v in sample.items())
-    return (
-        "import os\n\n"
-        "import replicate\n\n"
-        "client = replicate.Client(\n"
-        '    api_token=os.environ["MODELFOLIO_API_KEY"],\n'
-        f"    base_url={json.dumps(origin)},\n"
-        ")\n"
-        "output = client.run(\n"
-        f"    {json.dumps(address)},\n"
-        "    input={\n"
-        f"{inputs}"
-        "    },\n"
-        ")\n"
-        "print(output)\n"
+    if stale:
+        print(
+            f"warning: {manifest.name}'s examples show without answers: gallery.json is missing or "
+            f"was recorded for another version (python -m inference.gallery {manifest.name})",
+            file=sys.stderr,
+        )
+    tiles = _tiles(page)
+    art = pictures.draw_art(
+        tiles, (ART_WIDTH * 2, ART_WIDTH * 2 * pictures.ART_SIZE[1] // pictures.ART_SIZE[0])
     )
+    width, height = pictures.save_webp(art, folder / "art.webp", ART_WIDTH)
+    note = f"{accuracy} held-out accuracy" if accuracy else ""
+    pictures.save_jpeg(pictures.draw_cover(tiles, manifest.title, address, note), folder / "cover.jpg")
+    page.art.update(src=f"{url}art.webp", width=width, height=height, alt=_art_alt(page))
+    return page
 
 
-def _shell_word(text: str) -> str:
-    return text if all(c.isalnum() or c in "._-/" for c in text) else "'" + text.replace("'", "'\\''") + "'"
+def _tiles(page: ModelPage) -> list[pictures.Tile]:
+    return [
+        pictures.Tile(
+            image=item.file,
+            answer=f"{item.answer} · {item.confidence}" if item.answer else None,
+            correct=item.correct,
+        )
+        for item in page.gallery
+    ]
+
+
+def _art_alt(page: ModelPage) -> str:
+    """What the art shows, in words: the examples and what the model answered."""
+    shown = page.gallery[:4]
+    if not shown:
+        return f"{page.manifest.title}: no example pictures yet"
+    pictures_of = f"{len(shown)} example picture{'' if len(shown) == 1 else 's'} for {page.manifest.title}"
+    if all(item.answer for item in shown):
+        answers = "; ".join(f"{item.answer} ({item.confidence})" for item in shown)
+        return f"{pictures_of}, with the model's answers: {answers}"
+    return pictures_of
 
 
 def _copy_examples(manifest: Manifest, dest: Path) -> list[dict[str, Any]]:
@@ -260,7 +259,9 @@ def _copy_examples(manifest: Manifest, dest: Path) -> list[dict[str, Any]]:
                 continue
             source = (folder / str(value)).resolve()
             if not source.is_relative_to(folder) or source.suffix.lower() not in IMAGE_SUFFIXES:
-                raise BuildError(f"{manifest.name}: example file {value!r} is not an image in the model folder")
+                raise BuildError(
+                    f"{manifest.name}: example file {value!r} is not an image in the model folder"
+                )
             if not source.is_file():
                 raise BuildError(f"{manifest.name}: example file {value!r} does not exist")
             dest.mkdir(parents=True, exist_ok=True)
@@ -269,14 +270,17 @@ def _copy_examples(manifest: Manifest, dest: Path) -> list[dict[str, Any]]:
             shown = shown or source.name
         label = f"Example {number}" + (f" (expected: {example.expected})" if example.expected else "")
         src = data.get(file_fields[0]) if file_fields else None
-        examples.append({
-            "src": src,
-            "tiny": bool(src) and _is_tiny(dest / Path(src).name),
-            "file": shown,
-            "alt": label,
-            "input": data,
-            "expected": example.expected,
-        })
+        examples.append(
+            {
+                "src": src,
+                "path": dest / Path(src).name if isinstance(src, str) else None,
+                "tiny": isinstance(src, str) and _is_tiny(dest / Path(src).name),
+                "file": shown,
+                "alt": label,
+                "input": data,
+                "expected": example.expected,
+            }
+        )
     return examples
 
 
@@ -301,22 +305,8 @@ def _typical_latency_ms(measured: dict[str, Any]) -> Decimal | None:
     return Decimal(str(value))
 
 
-def _percent(accuracy: Any) -> str | None:
-    if accuracy is None:
-        return None
-    value = Decimal(str(accuracy))
-    if value <= 1:  # a fraction, as train scripts usually write it
-        value *= 100
-    return f"{value.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)} %"
-
-
 def _heldout(size: Any, noun: str) -> str | None:
     return f"on {int(size):,} held-out {noun}" if size is not None else None
-
-
-def _ms(value: Decimal) -> str:
-    step = Decimal("0.1") if value < 10 else Decimal(1)
-    return f"{value.quantize(step, rounding=ROUND_HALF_UP)} ms"
 
 
 def _number(value: Any) -> str:
@@ -330,7 +320,11 @@ def _compile_css(source: Path, target: Path, *, cwd: Path) -> None:
     try:
         result = subprocess.run(
             [_tailwindcss(), "--input", str(source), "--output", str(target), "--minify"],
-            cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise BuildError("tailwindcss did not finish within 60 s") from None
@@ -368,7 +362,11 @@ def _identity_from_config(env: str | None) -> Identity:
         cfg = load_config(env=env, require_secrets=False)
     except ConfigError as exc:
         raise BuildError(f"proxy configuration: {exc}") from None
-    return Identity(owner=cfg.owner, public_origin=str(cfg.public_origin).rstrip("/"))
+    return Identity(
+        owner=cfg.owner,
+        public_origin=str(cfg.public_origin).rstrip("/"),
+        public_results=frozenset(cfg.public_results),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         identity = _identity_from_config(args.env)
         pages = build(args.out, identity=identity, models_dir=args.models_dir)
-    except (BuildError, ValueError, OSError, jinja2.TemplateError) as exc:
+    except (BuildError, ConfigError, OSError, jinja2.TemplateError) as exc:
         print(f"build failed, {args.out} left as it was: {exc}", file=sys.stderr)
         return 1
     for url in pages:

@@ -15,11 +15,12 @@ import contextlib
 import io
 import time
 from collections.abc import Callable
+from typing import Any
 
 import PIL.Image
 import torch
 
-from benchmarks import resnet
+from benchmarks import imagenet, resnet
 from benchmarks.image import jpeg_bytes
 
 
@@ -43,16 +44,21 @@ def decode() -> PIL.Image.Image:
     return image.convert("RGB")
 
 
-def variants(arch: str, compile_: bool) -> dict[str, tuple[torch.nn.Module, Callable[[], contextlib.AbstractContextManager]]]:
+Context = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def variants(arch: str, compile_: bool) -> dict[str, tuple[torch.nn.Module, Context]]:
     fp32 = resnet.build(arch)
     contiguous = resnet.build(arch).to(memory_format=torch.contiguous_format)
-    found = {
+    contiguous[0].layout = torch.contiguous_format  # type: ignore[assignment]
+    found: dict[str, tuple[torch.nn.Module, Context]] = {
         "fp32 contiguous": (contiguous, contextlib.nullcontext),
         "fp32 channels_last": (fp32, contextlib.nullcontext),
         "bf16 autocast channels_last": (fp32, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
     }
     if compile_:
-        found["fp32 channels_last compiled"] = (torch.compile(resnet.build(arch)), contextlib.nullcontext)
+        compiled: Any = torch.compile(resnet.build(arch))  # an nn.Module still, typed as a function
+        found["fp32 channels_last compiled"] = (compiled, contextlib.nullcontext)
     return found
 
 
@@ -62,15 +68,22 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,8,16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
-    parser.add_argument("--agreement", type=int, default=0, metavar="N",
-                        help="also measure bf16's top-1 agreement with fp32 on N pictures")
+    parser.add_argument(
+        "--agreement",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure bf16's top-1 agreement with fp32 on N pictures",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     image = decode()
     print(f"torch {torch.__version__}, {args.threads} threads; JPEG {len(jpeg_bytes())} bytes")
-    print(f"decode {best_ms(decode):.2f} ms, resize+crop {best_ms(lambda: resnet.crop(image)):.2f} ms, "
-          f"to_batch(8) {best_ms(lambda: resnet.to_batch([image] * 8)):.2f} ms")
+    print(
+        f"decode {best_ms(decode):.2f} ms, resize+crop {best_ms(lambda: imagenet.crop(image)):.2f} ms, "
+        f"to_batch(8) {best_ms(lambda: resnet.to_batch([image] * 8)):.2f} ms"
+    )
     for arch in args.models.split(","):
         print(f"\n{arch}: ms per batch (images/s)")
         print("| variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
@@ -79,10 +92,10 @@ def main() -> None:
             cells = []
             for b in batches:
                 x = resnet.to_batch([image] * b)
-                if "contiguous" in name:
-                    x = x.contiguous()
 
-                def forward(model: torch.nn.Module = model, x: torch.Tensor = x, context=context) -> None:  # type: ignore[no-untyped-def]
+                def forward(
+                    model: torch.nn.Module = model, x: torch.Tensor = x, context: Context = context
+                ) -> None:
                     with torch.inference_mode(), context():
                         model(x)
 
@@ -91,8 +104,10 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
         if args.agreement:
             same, margin = agreement(resnet.build(arch), args.agreement)
-            print(f"bf16 top-1 agreement with fp32: {same:.2%} of {args.agreement} pictures "
-                  f"(median top-1 margin over the runner-up: {margin:.3f} logits)")
+            print(
+                f"bf16 top-1 agreement with fp32: {same:.2%} of {args.agreement} pictures "
+                f"(median top-1 margin over the runner-up: {margin:.3f} logits)"
+            )
 
 
 def agreement(model: torch.nn.Module, count: int) -> tuple[float, float]:

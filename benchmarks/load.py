@@ -41,10 +41,13 @@ class Level:
         return 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def send(client: httpx.AsyncClient, target: Target) -> str | None:
-    """One prediction; None when it succeeded, else what went wrong."""
+async def send(client: httpx.AsyncClient, target: Target, method: str = "POST") -> str | None:
+    """One prediction (a create, or with GET a poll); None when it succeeded, else what went wrong."""
     try:
-        response = await client.post(target.url, content=target.body, headers=target.headers)
+        if method == "GET":
+            response = await client.get(target.url, headers=target.headers)
+        else:
+            response = await client.post(target.url, content=target.body, headers=target.headers)
     except httpx.HTTPError as exc:
         return type(exc).__name__
     if response.status_code // 100 != 2:
@@ -65,7 +68,7 @@ async def first_success(target: Target, deadline_s: float, gave_up: Callable[[],
     raise TimeoutError(f"no successful prediction in {time.perf_counter() - started:.0f} s (last: {error})")
 
 
-async def closed_loop(target: Target, concurrency: int, seconds: float) -> Level:
+async def closed_loop(target: Target, concurrency: int, seconds: float, method: str = "POST") -> Level:
     level = Level(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -74,7 +77,7 @@ async def closed_loop(target: Target, concurrency: int, seconds: float) -> Level
 
         async def worker() -> None:
             while (now := time.perf_counter()) < end:
-                error = await send(client, target)
+                error = await send(client, target, method)
                 if time.perf_counter() > end:
                     break  # finished past the window: not counted, like a request never sent
                 if error is None:

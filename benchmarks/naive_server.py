@@ -41,8 +41,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    uvicorn.run(create_app(resnet.build(args.model)), host="127.0.0.1", port=args.port,
-                log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(resnet.build(args.model)),
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -46,7 +47,7 @@ def _stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -61,10 +62,8 @@ def cpu_seconds(pids: list[int]) -> float:
 def rss_bytes(pids: list[int]) -> int:
     total = 0
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError, IndexError):
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        except (OSError, IndexError):
-            pass
     return total
 
 
@@ -82,8 +81,9 @@ def other_load(server_pids: list[int], work: Callable[[], T]) -> tuple[T, float]
     started = time.perf_counter()
     result = work()
     elapsed = time.perf_counter() - started
-    elsewhere = (machine_busy_seconds() - busy) - (time.process_time() - own) \
-        - (cpu_seconds(server_pids) - server)
+    elsewhere = (
+        (machine_busy_seconds() - busy) - (time.process_time() - own) - (cpu_seconds(server_pids) - server)
+    )
     return result, max(0.0, elsewhere / elapsed)
 
 
@@ -103,8 +103,14 @@ class Server:
         self.name = name
         self._log = log.open("wb")
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.peak_rss = 0
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -148,14 +154,10 @@ def _alive(pids: list[int]) -> bool:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

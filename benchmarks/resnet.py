@@ -1,6 +1,7 @@
 """The benchmark's image classifier, shared by every server under test so they differ only in
 how they serve: torchvision ResNets with random, seeded weights (no weights file is ever
-downloaded), ImageNet preprocessing, top-5 out."""
+downloaded), ImageNet preprocessing, top-5 out. Resizing, cropping and the top-5 are numpy and
+Pillow (imagenet.py); this module is the torch part."""
 
 from __future__ import annotations
 
@@ -9,44 +10,40 @@ import PIL.Image
 import torch
 import torchvision
 
-SIDE, CROP = 256, 224
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+from benchmarks.imagenet import crop, top5
+
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
-def build(arch: str) -> torch.nn.Module:
+class ImageNetInput(torch.nn.Module):
+    """uint8 NHWC pixels -> normalised float NCHW, inside the network: one conversion per batch,
+    and the exported ONNX graph takes the same uint8 crops as PyTorch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        # channels_last measured 1.1-1.3x faster here (benchmarks/forward.py); NHWC viewed as NCHW
+        # already is. forward.py sets contiguous_format to compare.
+        self.layout: torch.memory_format = torch.channels_last
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).float().contiguous(memory_format=self.layout)
+        return (x - self.mean) / self.std
+
+
+def build(arch: str) -> torch.nn.Sequential:
+    """The network, taking a batch of `crop()`s (uint8 NHWC), giving logits."""
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(weights=None).eval()
-    # channels_last measured 1.1-1.3x faster here (benchmarks/forward.py); the input already is.
-    return model.to(memory_format=torch.channels_last)
-
-
-def crop(image: PIL.Image.Image) -> np.ndarray:
-    """Resize the short side to 256, centre-crop 224: HWC uint8."""
-    image = image.convert("RGB")
-    width, height = image.size
-    scale = SIDE / min(width, height)
-    image = image.resize((max(SIDE, round(width * scale)), max(SIDE, round(height * scale))),
-                         PIL.Image.Resampling.BILINEAR)
-    left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
-    return np.asarray(image.crop((left, top, left + CROP, top + CROP)))
+    return torch.nn.Sequential(ImageNetInput(), model.to(memory_format=torch.channels_last)).eval()
 
 
 def to_batch(images: list[PIL.Image.Image]) -> torch.Tensor:
-    return normalised([crop(image) for image in images])
-
-
-def normalised(crops: list[np.ndarray]) -> torch.Tensor:
-    # NHWC uint8 viewed as NCHW is channels_last already: one conversion and normalisation per batch.
-    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
-    return pixels.float().sub_(MEAN).div_(STD)
-
-
-def top5(probabilities: torch.Tensor) -> dict:
-    values, indices = probabilities.topk(5)
-    ranked = [{"label": f"class {i}", "probability": round(p, 4)}
-              for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
-    return {"label": ranked[0]["label"], "confidence": ranked[0]["probability"], "probabilities": ranked}
+    return torch.from_numpy(np.stack([crop(image) for image in images]))
 
 
 def classify(model: torch.nn.Module, images: list[PIL.Image.Image]) -> list[dict]:
@@ -57,5 +54,5 @@ def classify(model: torch.nn.Module, images: list[PIL.Image.Image]) -> list[dict
 def classify_crops(model: torch.nn.Module, crops: list[np.ndarray]) -> list[dict]:
     """The same, from crops already made (by a server that crops while the model runs)."""
     with torch.inference_mode():
-        probabilities = torch.softmax(model(normalised(crops)), dim=1)
-    return [top5(row) for row in probabilities]
+        logits = model(torch.from_numpy(np.stack(crops))).float().numpy()
+    return [top5(row) for row in logits]

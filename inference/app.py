@@ -1,4 +1,4 @@
-"""The inference server's HTTP API: the subset of Replicate's v1 API in DESIGN.md."""
+"""The inference server's HTTP API: the subset of Replicate's v1 API that README.md's "The API" lists."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hmac
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,14 +20,22 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inference import files
+from inference import catalogue, files, unoffered
 from inference.batcher import Batcher, Job
 from inference.bodies import cancel_after_seconds, read_json, wait_seconds
 from inference.config import Settings
-from inference.errors import BadRequest, InferenceError, InvalidInput, NotFound, Unavailable
+from inference.errors import (
+    BadRequest,
+    InferenceError,
+    InvalidInput,
+    NotFound,
+    NotOffered,
+    Unauthorized,
+    Unavailable,
+)
 from inference.manifest import Manifest
 from inference.metrics import CONTENT_TYPE
-from inference.openapi import docs_html, openapi_spec, version_json
+from inference.openapi import docs_html, openapi_spec
 from inference.predictions import Prediction, RemoteRecords, new_id, urls_of
 from inference.registry import Models, check_weight
 from inference.webhooks import check_request as check_webhook
@@ -72,25 +81,6 @@ async def docs(request: Request) -> Response:
     return HTMLResponse(docs_html(openapi_spec(list(models.manifests.values()), models.settings.owner)))
 
 
-async def list_models(request: Request) -> Response:
-    models = _models(request)
-    results = [model_json(m, models.settings.owner, _base(request)) for m in models.manifests.values()]
-    return JSONResponse({"next": None, "previous": None, "results": results})
-
-
-async def get_model(request: Request) -> Response:
-    models = _models(request)
-    manifest = models.manifest(request.path_params["owner"], request.path_params["name"])
-    return JSONResponse(model_json(manifest, models.settings.owner, _base(request)))
-
-
-async def get_version(request: Request) -> Response:
-    manifest = _models(request).manifest(request.path_params["owner"], request.path_params["name"])
-    if request.path_params["version"] != manifest.version:
-        raise NotFound(f"model {manifest.name} has no version {request.path_params['version']}")
-    return JSONResponse(version_json(manifest))
-
-
 async def create_for_model(request: Request) -> Response:
     models = _models(request)
     owner, name = request.path_params["owner"], request.path_params["name"]
@@ -107,8 +97,10 @@ async def reload_model(request: Request) -> Response:
     body = await request.body()
     options = await read_json(request, 4096) if body else {}
     if not isinstance(options, dict):
-        raise BadRequest("the body must be a JSON object, e.g. {\"canary_weight\": 0.1}")
-    outcome = await _models(request).reload(request.path_params["name"], check_weight(options.get("canary_weight")))
+        raise BadRequest('the body must be a JSON object, e.g. {"canary_weight": 0.1}')
+    outcome = await _models(request).reload(
+        request.path_params["name"], check_weight(options.get("canary_weight"))
+    )
     return JSONResponse(outcome)
 
 
@@ -124,8 +116,9 @@ async def create(request: Request, prediction_id: str | None = None) -> Response
     body = await _read_create_body(request)
     version = body.get("version")
     if not isinstance(version, str) or not version:
-        raise BadRequest("'version' is required: a model version id, or use "
-                         "POST /v1/models/{owner}/{name}/predictions")
+        raise BadRequest(
+            "'version' is required: a model version id, or use POST /v1/models/{owner}/{name}/predictions"
+        )
     return await _create(request, _models(request).by_version(version), body, prediction_id)
 
 
@@ -148,11 +141,12 @@ async def upload_file(request: Request) -> Response:
 
 async def get_file(request: Request) -> Response:
     uploads = _models(request).uploads
-    return JSONResponse(uploads.get(request.path_params["id"]).to_json(_base(request), uploads.ttl_s))
+    upload = await uploads.get(request.path_params["id"])
+    return JSONResponse(upload.to_json(_base(request), uploads.ttl_s))
 
 
 async def delete_file(request: Request) -> Response:
-    _models(request).uploads.delete(request.path_params["id"])
+    await _models(request).uploads.delete(request.path_params["id"])
     return Response(status_code=204)
 
 
@@ -196,46 +190,70 @@ async def _read_create_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _create(request: Request, manifest: Manifest, body: dict[str, Any],
-                  prediction_id: str | None = None) -> Response:
+async def _create(
+    request: Request, manifest: Manifest, body: dict[str, Any], prediction_id: str | None = None
+) -> Response:
     models = _models(request)
     batcher = models.batcher(manifest)
     with batcher.reserve():  # a version being retired waits for this request
         return await _enqueue(request, models, batcher, manifest, body, prediction_id)
 
 
-def _resolve_and_prepare(models: Models, manifest: Manifest, batcher: Batcher,
-                         values: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+def _resolve_and_prepare(
+    models: Models, manifest: Manifest, batcher: Batcher, values: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
     """On a decode thread: the inputs decoded and checked, then prepared for the model (its
     preprocess, if it has one), while the model runs other batches."""
-    inputs = files.resolve(manifest.schema.fields, values, max_pixels=models.settings.max_image_pixels,
-                           uploads=models.uploads, fetch_hosts=models.settings.fetch_hosts,
-                           max_fetch_bytes=models.settings.max_body_bytes)
+    inputs = files.resolve(
+        manifest.schema.fields,
+        values,
+        max_pixels=models.settings.max_image_pixels,
+        uploads=models.uploads,
+        fetch_hosts=models.settings.fetch_hosts,
+        max_fetch_bytes=models.settings.max_body_bytes,
+    )
     try:
         return inputs, batcher.model.prepare(inputs)
     except InferenceError:
         files.cleanup(inputs)
         raise
-    except Exception as exc:  # noqa: BLE001 - the predictor's preprocess refused this input
+    except Exception as exc:
         files.cleanup(inputs)
         raise InvalidInput(f"the model could not prepare this input: {exc}") from None
 
 
-async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest: Manifest,
-                   body: dict[str, Any], prediction_id: str | None) -> Response:
+async def _enqueue(
+    request: Request,
+    models: Models,
+    batcher: Batcher,
+    manifest: Manifest,
+    body: dict[str, Any],
+    prediction_id: str | None,
+) -> Response:
     wait = wait_seconds(request.headers.get("prefer"), models.settings.max_wait_s)
     cancel_after = cancel_after_seconds(request.headers.get("cancel-after"))
+    if body.get("stream") is True:
+        raise NotOffered(f"streamed output is not offered: {manifest.name} does not stream its output")
     values = manifest.schema.validate(body["input"])
     webhook, webhook_events = None, frozenset[str]()
     if body.get("webhook") is not None:
         webhook, webhook_events = check_webhook(
-            body["webhook"], body.get("webhook_events_filter"), secret=models.settings.webhook_secret,
-            allowed_hosts=models.settings.webhook_hosts)
+            body["webhook"],
+            body.get("webhook_events_filter"),
+            secret=models.settings.webhook_secret,
+            allowed_hosts=models.settings.webhook_hosts,
+        )
     batcher.check_capacity()  # before decoding: a full queue answers 429 at once
     inputs, prepared = await anyio.to_thread.run_sync(_resolve_and_prepare, models, manifest, batcher, values)
-    prediction = Prediction(id=prediction_id or new_id(), model=f"{models.settings.owner}/{manifest.name}",
-                            version=manifest.version, input=body["input"], base_url=_base(request),
-                            webhook=webhook, webhook_events=webhook_events)
+    prediction = Prediction(
+        id=prediction_id or new_id(),
+        model=f"{models.settings.owner}/{manifest.name}",
+        version=manifest.version,
+        input=body["input"],
+        base_url=_base(request),
+        webhook=webhook,
+        webhook_events=webhook_events,
+    )
     deadline = None if cancel_after is None else time.monotonic() + cancel_after
     try:
         batcher.submit(Job(prediction, inputs, deadline, prepared=prepared))
@@ -243,6 +261,7 @@ async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest:
         files.cleanup(inputs)
         raise
     models.store.add(prediction)
+    catalogue.runs_of(request)[manifest.name] += 1
     models.publish(prediction)
     if wait:
         with contextlib.suppress(TimeoutError):
@@ -252,33 +271,22 @@ async def _enqueue(request: Request, models: Models, batcher: Batcher, manifest:
     return JSONResponse(prediction.to_json(_base(request)), status_code=201)
 
 
-def model_json(manifest: Manifest, owner: str, base: str) -> dict[str, Any]:
-    return {
-        "url": f"{base}/v1/models/{owner}/{manifest.name}",
-        "owner": owner,
-        "name": manifest.name,
-        "description": manifest.description,
-        "visibility": "public" if manifest.listed else "private",
-        "github_url": None,
-        "paper_url": None,
-        "license_url": None,
-        "run_count": 0,
-        "cover_image_url": None,
-        "default_example": None,
-        "latest_version": version_json(manifest),
-        "price_per_second": str(manifest.price_per_second),
-        "hardware": manifest.hardware,
-    }
-
-
 # --- errors and auth ----------------------------------------------------------------------------
+
+
+def error_response(exc: InferenceError) -> JSONResponse:
+    """The one way an error is answered: its status, `{"detail": ...}`, and Retry-After or
+    WWW-Authenticate where it has one."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def inference_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InferenceError)
     _models(request).metrics.errors.labels(str(exc.status_code), type(exc).__name__).inc()
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+    return error_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -288,7 +296,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
 
 
@@ -303,31 +311,34 @@ class RequireToken:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             header = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, token = header.partition(b" ")
-            if scheme.lower() not in (b"bearer", b"token") or not hmac.compare_digest(token.strip(), self._expected):
-                detail = "missing Authorization header" if not header else "invalid inference token"
-                response = JSONResponse({"detail": detail}, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
+            if scheme.lower() not in (b"bearer", b"token") or not hmac.compare_digest(
+                token.strip(), self._expected
+            ):
+                refused = Unauthorized(
+                    "missing Authorization header" if not header else "invalid inference token"
+                )
+                await error_response(refused)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, *, load_before_serving: bool = False,
-               remote_records: Callable[[], RemoteRecords] | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    load_before_serving: bool = False,
+    remote_records: Callable[[], RemoteRecords] | None = None,
+) -> Starlette:
     """`load_before_serving` makes start-up wait for every model: for a host such as Ray Serve
     that sends traffic to a replica as soon as its start-up ends, not when /readyz says so.
     `remote_records` makes, per process, what finds predictions that other replicas own."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if settings.threads:
-            import torch
-
-            torch.set_num_threads(settings.threads)
         models = Models(settings, None if remote_records is None else remote_records())
         app.state.models = models
+        app.state.runs = Counter[str]()
         if models.remote is not None:
-            await models.remote.open(models.cancel_here)
+            await models.remote.open(models)
         loading = asyncio.create_task(models.load_all())
         try:
             if load_before_serving:
@@ -345,12 +356,15 @@ def create_app(settings: Settings, *, load_before_serving: bool = False,
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
         Route("/docs", docs),
-        Route("/v1/models", list_models),
-        Route("/v1/models/{owner}/{name}", get_model),
-        Route("/v1/models/{owner}/{name}/versions/{version}", get_version),
+        Route("/v1/models", catalogue.list_models),
+        Route("/v1/models/{owner}/{name}", catalogue.get_model),
+        Route("/v1/models/{owner}/{name}/versions", catalogue.list_versions),
+        Route("/v1/models/{owner}/{name}/versions/{version}", catalogue.get_version),
         Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
         Route("/v1/predictions", create, methods=["POST"]),
+        Route("/v1/predictions", catalogue.list_predictions),
         Route("/v1/files", upload_file, methods=["POST"]),
+        Route("/v1/files", catalogue.list_files),
         Route("/v1/files/{id}", get_file),
         Route("/v1/files/{id}", delete_file, methods=["DELETE"]),
         Route("/v1/predictions/{id}", get_prediction),
@@ -358,12 +372,16 @@ def create_app(settings: Settings, *, load_before_serving: bool = False,
         Route("/v1/predictions/{id}/cancel", cancel_prediction, methods=["POST"]),
         Route("/v1/admin/models/{name}/reload", reload_model, methods=["POST"]),
         Route("/v1/admin/models/{name}/promote", promote_model, methods=["POST"]),
+        *unoffered.routes(),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={InferenceError: inference_error, HTTPException: http_error,
-                            Exception: server_error},
+        exception_handlers={
+            InferenceError: inference_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
     )
     app.add_middleware(RequireToken, token=settings.token)
     return app

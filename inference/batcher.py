@@ -41,9 +41,14 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, model: LoadedModel, store: PredictionStore, metrics: Metrics,
-                 on_start: Callable[[Prediction], None] = lambda p: None,
-                 executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        store: PredictionStore,
+        metrics: Metrics,
+        on_start: Callable[[Prediction], None] = lambda p: None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         """`executor`: the one thread the model runs on; the server shares one among all its
         models (see Models). Without it, the batcher starts and owns a thread of its own."""
         self.model = model
@@ -68,16 +73,20 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue)
 
-    async def warm_up(self, inputs: list[dict[str, Any]]) -> None:
+    async def warm_up(self, inputs: list[dict[str, Any]]) -> tuple[Any, float] | None:
         """Runs `inputs` once on the model's own thread, where predictions will run: the first
         forward pass pays one-off costs (thread pools, allocations, kernel choice) that no
-        customer should be billed for."""
+        customer should be billed for. Returns the first input's (output or exception, seconds)
+        from one more run once warm: the model's default example, timed as a caller would see."""
         loop = asyncio.get_running_loop()
         prepared = [await asyncio.to_thread(self.model.prepare, one) for one in inputs]
         for one in prepared:  # one at a time, as a lone visitor's request will run
             await loop.run_in_executor(self._executor, self.model.run, [one])
         for size in self.model.manifest.batch_buckets if prepared else ():
             await loop.run_in_executor(self._executor, self.model.run, prepared[:1] * size)
+        if not prepared:
+            return None
+        return (await loop.run_in_executor(self._executor, self.model.run, prepared[:1]))[0]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher-{self.model.ref}")
@@ -179,8 +188,9 @@ class Batcher:
                 # Computing it would be wasted: nobody is waiting for the answer any more.
                 files.cleanup(job.inputs)
                 waited = now - job.queued_at
-                self._finish(job, "failed", 0,
-                             error=f"deadline passed after {waited:.1f} s in the queue; it never ran")
+                self._finish(
+                    job, "failed", 0, error=f"deadline passed after {waited:.1f} s in the queue; it never ran"
+                )
             else:
                 batch.append(job)
         if batch:
@@ -190,8 +200,9 @@ class Batcher:
     def _settle(self, job: Job, output: Any, seconds: float, batch_size: int) -> None:
         files.cleanup(job.inputs)
         if isinstance(output, Exception):
-            self._finish(job, "failed", batch_size, error=str(output) or type(output).__name__,
-                         predict_time=seconds)
+            self._finish(
+                job, "failed", batch_size, error=str(output) or type(output).__name__, predict_time=seconds
+            )
         else:
             self._finish(job, "succeeded", batch_size, output=output, predict_time=seconds)
 
@@ -204,8 +215,17 @@ class Batcher:
         self._metrics.latency_seconds.labels(ref).observe(time.monotonic() - job.queued_at)
         if p.predict_time is not None:
             self._metrics.predict_seconds.labels(ref).observe(p.predict_time)
-        log.info("prediction", extra={"fields": {
-            "prediction_id": p.id, "model": p.model, "status": status, "error": p.error,
-            "predict_time_ms": None if p.predict_time is None else round(p.predict_time * 1000, 3),
-            "queue_ms": round((time.monotonic() - job.queued_at) * 1000, 3), "batch_size": batch_size,
-        }})
+        log.info(
+            "prediction",
+            extra={
+                "fields": {
+                    "prediction_id": p.id,
+                    "model": p.model,
+                    "status": status,
+                    "error": p.error,
+                    "predict_time_ms": None if p.predict_time is None else round(p.predict_time * 1000, 3),
+                    "queue_ms": round((time.monotonic() - job.queued_at) * 1000, 3),
+                    "batch_size": batch_size,
+                }
+            },
+        )

@@ -31,9 +31,15 @@ IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"}
 _ORIENTATION = 0x0112  # the EXIF tag saying how a camera held the picture
 
 
-def resolve(fields: list[Field], values: dict[str, Any], *, max_pixels: int,
-            uploads: Uploads | None = None, fetch_hosts: tuple[str, ...] = (),
-            max_fetch_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
+def resolve(
+    fields: list[Field],
+    values: dict[str, Any],
+    *,
+    max_pixels: int,
+    uploads: Uploads | None = None,
+    fetch_hosts: tuple[str, ...] = (),
+    max_fetch_bytes: int = 16 * 1024 * 1024,
+) -> dict[str, Any]:
     """Replaces each file input's URL (a data URL, an uploaded file's URL, or an http(s) URL on an
     allow-listed host) with a decoded image or a temporary file."""
     resolved = dict(values)
@@ -69,11 +75,15 @@ def fetch(name: str, url: str, hosts: tuple[str, ...], max_bytes: int) -> tuple[
     so no caller can make this server reach into the network it runs in."""
     host = urlsplit(url).hostname
     if host not in hosts:
-        raise InvalidInput(f"input '{name}': URLs on {host!r} are not fetched; send a data URL or an "
-                           "upload's URL")
+        raise InvalidInput(
+            f"input '{name}': URLs on {host!r} are not fetched; send a data URL or an upload's URL"
+        )
     body = bytearray()
     try:
-        with httpx.Client(timeout=10, follow_redirects=False) as client, client.stream("GET", url) as response:
+        with (
+            httpx.Client(timeout=10, follow_redirects=False) as client,
+            client.stream("GET", url) as response,
+        ):
             if response.status_code != 200:
                 raise InvalidInput(f"input '{name}': fetching {url} answered {response.status_code}")
             for chunk in response.iter_bytes():
@@ -170,8 +180,9 @@ def _problems_named(name: str, mime: str, data: bytes, max_pixels: int) -> Itera
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"input '{name}' is a damaged or truncated image: {exc}") from None
     except PIL.Image.DecompressionBombError:
+        # PIL's own bomb limit, where set (MAX_IMAGE_PIXELS may be None: no limit, no error).
         raise PayloadTooLarge(
-            f"input '{name}' has more than {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+            f"input '{name}' has more pixels than can be decoded safely; "
             f"the limit is {max_pixels / 1e6:g} megapixels. Downscale it first."
         ) from None
 

@@ -42,8 +42,10 @@ def decode(images: Sequence[ImageBytes], device: str | None = None) -> list[torc
                 decoded[i] = pixels
         except RuntimeError as exc:  # e.g. a JPEG nvJPEG cannot read: the CPU can
             log.warning("GPU JPEG decode failed, decoding on the CPU: %s", exc)
-    return [pixels if pixels is not None else _on_cpu(image).to(target)
-            for pixels, image in zip(decoded, images, strict=True)]
+    return [
+        pixels if pixels is not None else _on_cpu(image).to(target)
+        for pixels, image in zip(decoded, images, strict=True)
+    ]
 
 
 def _gpu_jpegs(images: list[ImageBytes], device: torch.device) -> list[torch.Tensor]:

@@ -2,92 +2,109 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import UTC, datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 
+from inference import openapi_parts as parts
 from inference.manifest import Manifest
 
 COG_VERSION = "0.23.1"  # the Cog API shape we follow; the replicate client requires the field
-_ERROR = {"description": "{\"detail\": \"...\"} naming the problem",
-          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 def version_json(manifest: Manifest) -> dict[str, Any]:
     """A model version as Replicate shows it: its id, and its schema in Cog's OpenAPI form."""
     return {
         "id": manifest.version,
-        "created_at": None,
+        "created_at": created_at_of(manifest),
         "cog_version": COG_VERSION,
         "openapi_schema": {
             "openapi": "3.0.2",
             "info": {"title": manifest.title, "version": manifest.version[:12]},
             "paths": {},
-            "components": {"schemas": {"Input": manifest.schema.json_schema(), "Output": {"title": "Output"}}},
+            "components": {
+                "schemas": {"Input": manifest.schema.json_schema(), "Output": {"title": "Output"}}
+            },
         },
     }
 
 
+def created_at_of(manifest: Manifest) -> str:
+    """When the version came to be: the newest change to the files of its folder."""
+    return _created_at(manifest.folder, manifest.version)
+
+
+@functools.cache
+def _created_at(folder: Path, version: str) -> str:
+    # Keyed by version too: a reload that brings new files brings a new version and a new time.
+    times = [
+        path.stat().st_mtime
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    moment = datetime.fromtimestamp(max(times, default=0.0), UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def openapi_spec(manifests: list[Manifest], owner: str) -> dict[str, Any]:
-    """The whole server: one create route per model, with that model's input schema."""
-    schemas: dict[str, Any] = {
-        "Prediction": {"type": "object", "required": ["id", "status"], "properties": {
-            "id": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "string"},
-            "input": {"type": "object"}, "output": {}, "error": {"type": "string", "nullable": True},
-            "logs": {"type": "string"},
-            "status": {"type": "string", "enum": ["starting", "processing", "succeeded", "failed", "canceled"]},
-            "created_at": {"type": "string"}, "started_at": {"type": "string", "nullable": True},
-            "completed_at": {"type": "string", "nullable": True},
-            "metrics": {"type": "object", "properties": {"predict_time": {"type": "number"}}},
-            "urls": {"type": "object", "properties": {"get": {"type": "string"}, "cancel": {"type": "string"}}},
-        }},
-        "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
-    }
-    prediction = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}}}
-    errors = {str(code): _ERROR for code in (400, 401, 404, 413, 415, 422, 429, 503)}
+    """The whole server: the shared routes, and one create route per model with its input schema."""
+    schemas = parts.schemas()
     paths: dict[str, Any] = {}
     for m in manifests:
         input_name = f"{m.name}_input"
         schemas[input_name] = m.schema.json_schema()
-        paths[f"/v1/models/{owner}/{m.name}/predictions"] = {"post": {
-            "summary": m.title,
-            "description": m.description,
-            "parameters": [_header("Prefer", "wait or wait=N: hold the answer until done, up to N s"),
-                           _header("Cancel-After", "e.g. 30s or 5m: fail the prediction if it has not "
-                                   "started by then")],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["input"],
-                "properties": {"input": {"$ref": f"#/components/schemas/{input_name}"}}}}}},
-            "responses": {"201": {"description": "created", **prediction}, **errors},
-        }}
-    paths["/v1/predictions/{id}"] = {
-        "get": {"summary": "A prediction", "parameters": [_path("id")],
-                "responses": {"200": {"description": "the prediction", **prediction}, "404": _ERROR}},
-        "put": {"summary": "Create with the client's id (safe to retry)", "parameters": [_path("id")],
-                "responses": {"201": {"description": "created", **prediction},
-                              "200": {"description": "already exists", **prediction}, **errors}},
+        paths[f"/v1/models/{owner}/{m.name}/predictions"] = {
+            "post": parts.create_operation(
+                f"create_{m.name}",
+                m.title,
+                m.description,
+                {"$ref": f"#/components/schemas/{input_name}"},
+                with_version=False,
+                errors=parts.CREATE_ERRORS,
+            )
+        }
+    image_models = [(m, f.name) for m in manifests for f in m.schema.fields if f.is_file]
+    links = parts.file_link(f"create_{image_models[0][0].name}", image_models[0][1]) if image_models else {}
+    paths.update(parts.shared_paths(parts.CREATE_ERRORS, links))
+    paths["/v1/admin/models/{name}/reload"] = {
+        "post": parts.operation(
+            "reloadModel",
+            "Load the model folder as it is now, without dropping a request",
+            {"200": parts.json_response("what changed", {"type": "object"})},
+            [400, 401, 404, 415, 422],
+            parameters=[parts.path_param("name")],
+            body={"type": "object", "properties": {"canary_weight": {"type": "number"}}},
+            body_required=False,
+        )
     }
-    paths["/v1/predictions/{id}/cancel"] = {"post": {
-        "summary": "Cancel: queued work never runs; a running batch's result is discarded",
-        "parameters": [_path("id")], "responses": {"200": {"description": "the prediction", **prediction}}}}
+    paths["/v1/admin/models/{name}/promote"] = {
+        "post": parts.operation(
+            "promoteModel",
+            "Make a loaded version the one that serves the model",
+            {"200": parts.json_response("the model and its version", {"type": "object"})},
+            [400, 401, 404, 415],
+            parameters=[parts.path_param("name")],
+            body={"type": "object", "required": ["version"], "properties": {"version": {"type": "string"}}},
+        )
+    }
+    paths.update(parts.probe_paths())
     return {
         "openapi": "3.0.3",
-        "info": {"title": "modelfolio inference API", "version": "1",
-                 "description": "A subset of Replicate's HTTP API. Every /v1 route needs "
-                                "Authorization: Bearer <INFERENCE_TOKEN>."},
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
+        "info": {
+            "title": "modelfolio inference API",
+            "version": "1",
+            "description": "A subset of Replicate's HTTP API. Every /v1 route needs "
+            "Authorization: Bearer <INFERENCE_TOKEN>. " + parts.NOT_OFFERED_NOTE,
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"token": []}],
         "paths": paths,
     }
-
-
-def _header(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": False, "description": description,
-            "schema": {"type": "string"}}
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def docs_html(spec: dict[str, Any]) -> str:
@@ -104,11 +121,16 @@ def docs_html(spec: dict[str, Any]) -> str:
                     f"<li><code>{escape(name)}</code> ({escape(str(p.get('type')))}"
                     f"{', required' if name in schema.get('required', []) else ''})"
                     f" {escape(str(p.get('description', '')))}</li>"
-                    for name, p in schema["properties"].items())
+                    for name, p in schema["properties"].items()
+                )
                 inputs = f"<ul>{inputs}</ul>"
-            rows.append(f"<h2><code>{method.upper()} {escape(path)}</code></h2>"
-                        f"<p>{escape(operation.get('summary', ''))}</p>{inputs}")
+            rows.append(
+                f"<h2><code>{method.upper()} {escape(path)}</code></h2>"
+                f"<p>{escape(operation.get('summary', ''))}</p>{inputs}"
+            )
     info = spec["info"]
-    return (f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(info['title'])}</title>"
-            f"<h1>{escape(info['title'])}</h1><p>{escape(info['description'])} "
-            f"Machine-readable: <a href=/openapi.json>/openapi.json</a>.</p>{''.join(rows)}</html>")
+    return (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(info['title'])}</title>"
+        f"<h1>{escape(info['title'])}</h1><p>{escape(info['description'])} "
+        f"Machine-readable: <a href=/openapi.json>/openapi.json</a>.</p>{''.join(rows)}</html>"
+    )

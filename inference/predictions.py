@@ -9,7 +9,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from inference.registry import Models
+    from inference.uploads import Uploads
 
 TERMINAL = ("succeeded", "failed", "canceled")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -26,7 +30,8 @@ def new_id() -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    # Always with microseconds: timestamps of one width sort as text, which list pages rely on.
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(eq=False)
@@ -57,8 +62,9 @@ class Prediction:
         self.status = "processing"
         self.started_at = _now()
 
-    def finish(self, status: str, *, output: Any = None, error: str | None = None,
-               predict_time: float | None = None) -> bool:
+    def finish(
+        self, status: str, *, output: Any = None, error: str | None = None, predict_time: float | None = None
+    ) -> bool:
         """Moves to a terminal state once; later calls (a cancel racing a result) change nothing."""
         if self.terminal:
             return False
@@ -96,15 +102,16 @@ def urls_of(base_url: str, prediction_id: str) -> dict[str, str]:
 def _abbreviate(value: Any) -> Any:
     # Echoing a megabyte data URL on every poll would cost more than the prediction.
     if isinstance(value, str) and value.startswith("data:") and len(value) > 256:
-        return f"{value[:value.find(',') + 1]}... ({len(value)} characters)"
+        return f"{value[: value.find(',') + 1]}... ({len(value)} characters)"
     return value
 
 
 class PredictionStore:
     """Every live prediction, plus finished ones for `ttl_s` seconds, at most `max_finished`."""
 
-    def __init__(self, *, ttl_s: float, max_finished: int,
-                 on_finish: Callable[[Prediction], None] = lambda p: None) -> None:
+    def __init__(
+        self, *, ttl_s: float, max_finished: int, on_finish: Callable[[Prediction], None] = lambda p: None
+    ) -> None:
         self._on_finish = on_finish
         self._ttl_s = ttl_s
         self._max_finished = max_finished
@@ -130,6 +137,11 @@ class PredictionStore:
     def __len__(self) -> int:
         return len(self._records)
 
+    def all(self) -> list[Prediction]:
+        """Every prediction still kept, in no particular order (GET /v1/predictions pages them)."""
+        self._expire()
+        return list(self._records.values())
+
     def _expire(self) -> None:
         cutoff = time.monotonic() - self._ttl_s
         while self._finished and (
@@ -142,12 +154,13 @@ class RemoteRecords(Protocol):
     """Predictions that other processes serving the same API own (Ray Serve's replicas: see
     inference/ray_records.py). A lone server has none."""
 
-    async def open(self, cancel: Callable[[str], dict[str, Any] | None]) -> None:
-        """Starts taking cancels for this process's predictions: `cancel(id)` ends one here and
-        returns its record (None if it is not here)."""
+    async def open(self, models: Models) -> None:
+        """Starts taking orders for this process: cancels of its predictions (`models.cancel_here`)
+        and predictions handed over from a process that stopped before running them."""
 
-    def publish(self, record: dict[str, Any]) -> None:
-        """A prediction of this process changed (`record` is its JSON); must not block."""
+    def publish(self, prediction: Prediction) -> None:
+        """A prediction of this process changed; must not block. One still `starting` is kept
+        whole, with its input, so that another process can run it if this one stops."""
 
     async def synced(self) -> None:
         """Returns once every record published so far can be read from other processes."""
@@ -157,5 +170,8 @@ class RemoteRecords(Protocol):
 
     async def cancel(self, prediction_id: str) -> dict[str, Any] | None:
         """Cancels a prediction another process owns, there; its record afterwards, or None."""
+
+    def uploads(self, max_bytes: int) -> Uploads:
+        """Where uploaded files are kept so that every process reads them."""
 
     async def close(self) -> None: ...

@@ -35,7 +35,7 @@ class BasePredictor:
     def setup(self) -> None:
         pass
 
-    def predict(self, **kwargs: Any) -> Any:
+    def predict(self, *args: Any, **kwargs: Any) -> Any:  # (*Any, **Any): any signature overrides it
         raise NotImplementedError
 
 

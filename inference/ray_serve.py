@@ -16,10 +16,15 @@ On a machine where only loopback may be contacted, run Ray inside a loopback-onl
 
 A prediction runs in the replica that received its create, and every replica can answer for it:
 each publishes its predictions' changes to one named async actor, the `PredictionDirectory`
-(inference/ray_records.py), which keeps their latest records (bounded as a replica's own store is)
-and hands a cancel to the replica that owns the prediction. So a create without `Prefer: wait`
-followed by GETs or a cancel by id works whichever replica each request reaches. Uploads
-(`POST /v1/files`) are not shared: with several replicas, send images as data URLs.
+(inference/ray_records.py), which keeps their latest records (bounded as a replica's own store is),
+hands a cancel to the replica that owns the prediction, and keeps uploads (`POST /v1/files`) and
+the whole of each queued prediction in Ray's object store. A replica that stops (or is not heard
+from for ten seconds) has its queued predictions run by another, once, and its running ones fail
+saying why: none of those is billed.
+
+For KubeRay's RayService (or `serve run` with a config file), `build` is the application:
+`import_path: inference.ray_serve:build`, with this command's options as `args`
+(`{"replicas": 2, "gpus-per-replica": 1}`); see deploy/ray/rayservice.yaml.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from ray import serve
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.app import create_app
-from inference.config import ConfigError, Settings, settings_from
+from inference.config import Settings, settings_from
+from inference.errors import ConfigError
 from inference.manifest import Manifest, discover
-from inference.ray_records import RayRecords, start_directory
+from inference.ray_replica import RayRecords, directory
 
 
 @dataclass(frozen=True)
@@ -51,15 +57,27 @@ class Scale:
     actor_options: dict[str, Any]
 
 
-def scale_for(manifests: Sequence[Manifest], *, replicas: int, max_replicas: int | None,
-              target_ongoing: int | None, gpus: int, threads: int | None) -> Scale:
+def scale_for(
+    manifests: Sequence[Manifest],
+    *,
+    replicas: int,
+    max_replicas: int | None,
+    target_ongoing: int | None,
+    gpus: int,
+    threads: int | None,
+    gpus_per_replica: float | None = None,
+) -> Scale:
     if replicas < 1:
         raise ConfigError("--replicas must be at least 1")
-    if gpus:
+    if gpus_per_replica:
+        # GPU nodes that an autoscaler adds on demand are not counted now: trust the option.
+        top = replicas if max_replicas is None else max_replicas
+        options: dict[str, Any] = {"num_gpus": gpus_per_replica}
+    elif gpus:
         top = gpus if max_replicas is None else max_replicas
         if top > gpus:
             raise ConfigError(f"--max-replicas {top}: the cluster has {gpus} GPUs, one per replica")
-        options: dict[str, Any] = {"num_gpus": 1}
+        options = {"num_gpus": 1}
     else:
         top = replicas if max_replicas is None else max_replicas
         options = {"num_cpus": threads or 1}
@@ -69,9 +87,13 @@ def scale_for(manifests: Sequence[Manifest], *, replicas: int, max_replicas: int
     # model's queue fill and a batch run, so a full queue answers 429 as it does without Serve.
     max_ongoing = max(5, sum(m.max_queue + m.max_batch_size for m in manifests))
     largest_batch = max((m.max_batch_size for m in manifests), default=1)
-    return Scale(min_replicas=replicas, max_replicas=top,
-                 target_ongoing=target_ongoing or max(2, largest_batch),
-                 max_ongoing=max_ongoing, actor_options=options)
+    return Scale(
+        min_replicas=replicas,
+        max_replicas=top,
+        target_ongoing=target_ongoing or max(2, largest_batch),
+        max_ongoing=max_ongoing,
+        actor_options=options,
+    )
 
 
 class ReplicaHeader:
@@ -115,21 +137,67 @@ def deployment(settings: Settings, scale: Scale) -> serve.Application:
         replica; nothing lives here or in module globals. Other replicas' predictions are read and
         canceled through the directory that `main` starts."""
 
-    return InferenceReplica.bind()  # type: ignore[attr-defined, no-any-return]  # a Deployment now
+    return InferenceReplica.bind()  # type: ignore[attr-defined]  # a Deployment now
 
 
 def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser = argparse.ArgumentParser(
-        prog="python -m inference.ray_serve", description="The inference server on Ray Serve.",
-        epilog="Also takes every option of `python -m inference`: --host, --port, --owner, "
-               "--models-dir, --threads (CPUs and torch threads per replica on CPU).")
+        prog="python -m inference.ray_serve",
+        description="The inference server on Ray Serve.",
+        epilog="Also takes every option of `python -m inference`: --host, --port, "
+        "--models-dir, --threads (CPUs and torch threads per replica on CPU).",
+    )
     parser.add_argument("--replicas", type=int, default=1, help="replicas at start and at least (default 1)")
-    parser.add_argument("--max-replicas", type=int, default=None,
-                        help="the autoscaler's ceiling (default: the GPU count, or --replicas on CPU)")
-    parser.add_argument("--target-ongoing", type=int, default=None,
-                        help="requests in flight per replica before scaling up (default: largest batch)")
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=None,
+        help="the autoscaler's ceiling (default: the GPU count, or --replicas on CPU)",
+    )
+    parser.add_argument(
+        "--target-ongoing",
+        type=int,
+        default=None,
+        help="requests in flight per replica before scaling up (default: largest batch)",
+    )
+    parser.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        default=None,
+        help="GPUs each replica takes (default: 1 where the cluster has GPUs at start, else none); "
+        "set it where GPU nodes join on demand, as under KubeRay",
+    )
     args, rest = parser.parse_known_args(argv)
     return args, settings_from(rest)
+
+
+def _scale(args: argparse.Namespace, settings: Settings, manifests: Sequence[Manifest]) -> Scale:
+    import ray
+
+    resources = ray.cluster_resources()
+    scale = scale_for(
+        manifests,
+        replicas=args.replicas,
+        max_replicas=args.max_replicas,
+        target_ongoing=args.target_ongoing,
+        gpus=int(resources.get("GPU", 0)),
+        threads=settings.threads,
+        gpus_per_replica=args.gpus_per_replica,
+    )
+    needed = scale.min_replicas * scale.actor_options.get("num_cpus", 0)
+    if needed > resources.get("CPU", 0):
+        raise ConfigError(
+            f"{scale.min_replicas} replicas of {scale.actor_options['num_cpus']} CPU "
+            f"need {needed} CPUs; the cluster has {resources.get('CPU', 0):g}"
+        )
+    return scale
+
+
+def build(args: dict[str, Any]) -> serve.Application:
+    """The application for a Serve config (KubeRay's RayService): `args` are the options of
+    `python -m inference.ray_serve` without their dashes; the secrets come from the environment."""
+    options, settings = _parse([f"--{key}={value}" for key, value in args.items()])
+    return deployment(settings, _scale(options, settings, discover(settings.models_dir)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -142,24 +210,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"inference.ray_serve: {exc}")
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    keeper = None
     try:
-        resources = ray.cluster_resources()
-        scale = scale_for(manifests, replicas=args.replicas, max_replicas=args.max_replicas,
-                          target_ongoing=args.target_ongoing, gpus=int(resources.get("GPU", 0)),
-                          threads=settings.threads)
-        needed = scale.min_replicas * scale.actor_options.get("num_cpus", 0)
-        if needed > resources.get("CPU", 0):
-            raise ConfigError(f"{scale.min_replicas} replicas of {scale.actor_options['num_cpus']} CPU "
-                              f"need {needed} CPUs; the cluster has {resources.get('CPU', 0):g}")
+        scale = _scale(args, settings, manifests)
         for stop in (signal.SIGINT, signal.SIGTERM):  # even where SIGINT came ignored (`cmd &`)
             signal.signal(stop, signal.default_int_handler)
-        directory = start_directory(settings)  # noqa: F841 - the actor lives while a handle does
+        keeper = directory(settings.prediction_ttl_s, settings.max_records)  # before any replica asks
+        ray.get(keeper.__ray_ready__.remote())
         serve.start(http_options={"host": settings.host, "port": settings.port})
         serve.run(deployment(settings, scale), name="inference", route_prefix="/")
         where = "GPU" if "num_gpus" in scale.actor_options else "CPU"
-        print(f"inference server on http://{settings.host}:{settings.port} (Ray Serve, "
-              f"{scale.min_replicas}-{scale.max_replicas} {where} replicas, models: {settings.models_dir})",
-              flush=True)
+        print(
+            f"inference server on http://{settings.host}:{settings.port} (Ray Serve, "
+            f"{scale.min_replicas}-{scale.max_replicas} {where} replicas, models: {settings.models_dir})",
+            flush=True,
+        )
         while True:
             signal.pause()
     except ConfigError as exc:
@@ -168,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     finally:
         serve.shutdown()
+        if keeper is not None:  # detached: on a cluster this command only joined, it would stay
+            ray.kill(keeper)
         ray.shutdown()
         print("inference.ray_serve: stopped", file=sys.stderr, flush=True)
 

@@ -5,6 +5,7 @@ old versions retired only once their queued and running work is done."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -15,8 +16,9 @@ import anyio.to_thread
 
 from inference import files
 from inference.batcher import Batcher
+from inference.catalogue import example_prediction
 from inference.config import Settings
-from inference.errors import InvalidInput, NotFound, Unavailable
+from inference.errors import ConfigError, InvalidInput, NotFound, Unavailable
 from inference.loader import load
 from inference.manifest import Manifest, discover, load_manifest
 from inference.metrics import Metrics
@@ -25,6 +27,7 @@ from inference.uploads import Uploads
 from inference.webhooks import Webhooks
 
 log = logging.getLogger("inference")
+DRAIN_S = 30.0  # deploy/ gives a stopping pod longer than this (terminationGracePeriodSeconds)
 
 
 class Models:
@@ -35,11 +38,22 @@ class Models:
         self.versions: dict[str, Batcher] = {}  # every loaded version, by version id
         self.canaries: dict[str, tuple[str, float]] = {}  # name -> (version id, share of traffic)
         self.problems: dict[str, str] = {}
-        self.webhooks = None if settings.webhook_secret is None else Webhooks(
-            settings.webhook_secret, backoff_s=settings.webhook_backoff_s)
-        self.store = PredictionStore(ttl_s=settings.prediction_ttl_s, max_finished=settings.max_records,
-                                     on_finish=lambda p: self.notify(p, "completed"))
-        self.uploads = Uploads(max_bytes=settings.max_upload_bytes)
+        self.examples: dict[str, Prediction] = {}  # version id -> its first example's prediction
+        self.webhooks = (
+            None
+            if settings.webhook_secret is None
+            else Webhooks(settings.webhook_secret, backoff_s=settings.webhook_backoff_s)
+        )
+        self.store = PredictionStore(
+            ttl_s=settings.prediction_ttl_s,
+            max_finished=settings.max_records,
+            on_finish=lambda p: self.notify(p, "completed"),
+        )
+        self.uploads = (
+            Uploads(max_bytes=settings.max_upload_bytes)
+            if remote is None
+            else remote.uploads(settings.max_upload_bytes)
+        )
         self.metrics = Metrics(lambda: {(b.model.ref, v[:12]): b.depth for v, b in self.versions.items()})
         self._random = random.Random()
         # Every model predicts on this one thread. torch's CPU kernels run on OpenMP, which keeps a
@@ -61,17 +75,35 @@ class Models:
         # setup() runs on a thread that ends with it, taking any OpenMP pool it started along.
         loader = ThreadPoolExecutor(1, thread_name_prefix=f"load-{manifest.name}")
         try:
-            model = await asyncio.get_running_loop().run_in_executor(loader, functools.partial(
-                load, manifest, self.settings.owner, trust_precision=self.settings.trust_precision))
+            model = await asyncio.get_running_loop().run_in_executor(
+                loader,
+                functools.partial(
+                    load,
+                    manifest,
+                    self.settings.owner,
+                    trust_precision=self.settings.trust_precision,
+                    threads=self.settings.threads,
+                ),
+            )
         finally:
             loader.shutdown(wait=False)
-        batcher = Batcher(model, self.store, self.metrics, on_start=lambda p: self.notify(p, "start"),
-                          executor=self._predict_thread)
-        await batcher.warm_up(_example_inputs(manifest, self.settings))
+        batcher = Batcher(
+            model,
+            self.store,
+            self.metrics,
+            on_start=lambda p: self.notify(p, "start"),
+            executor=self._predict_thread,
+        )
+        warm = await batcher.warm_up(_example_inputs(manifest, self.settings))
+        example = None if warm is None else example_prediction(manifest, self.settings.owner, *warm)
+        if example is not None:
+            self.examples[manifest.version] = example
         batcher.start()
         self.versions[manifest.version] = batcher
-        log.info("model ready", extra={"fields": {"model": model.ref, "version": manifest.version,
-                                                  "precision": model.precision}})
+        log.info(
+            "model ready",
+            extra={"fields": {"model": model.ref, "version": manifest.version, "precision": model.precision}},
+        )
         return batcher
 
     async def reload(self, name: str, canary_weight: float | None = None) -> dict[str, Any]:
@@ -81,7 +113,12 @@ class Models:
         fresh = await anyio.to_thread.run_sync(load_manifest, current.folder)
         if fresh.version in self.versions:
             return {"model": name, "version": fresh.version, "changed": False}
-        await self._load(fresh)
+        try:
+            await self._load(fresh)
+        except Exception as exc:
+            log.exception("the new version of %s failed to load", name)
+            # The version that serves now goes on serving.
+            raise ConfigError(f"the new version of {name} failed to load: {exc}") from None
         self.problems.pop(name, None)
         if canary_weight:
             self.canaries[name] = (fresh.version, canary_weight)
@@ -103,7 +140,7 @@ class Models:
 
     def publish(self, prediction: Prediction) -> None:
         if self.remote is not None:
-            self.remote.publish(prediction.to_json(prediction.base_url))
+            self.remote.publish(prediction)
 
     def cancel(self, prediction: Prediction) -> None:
         if self.store.finish(prediction, "canceled"):
@@ -126,6 +163,12 @@ class Models:
             self.webhooks.send(self.settings.notify_url, prediction, event)
 
     async def close(self) -> None:
+        # A stopping server (SIGTERM from a rollout or a scale-down, Ctrl-C) first finishes what it
+        # accepted, for at most DRAIN_S; whatever is still queued then fails, saying so.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(batcher.stop(drain=True) for batcher in self.versions.values())), DRAIN_S
+            )
         for batcher in self.versions.values():
             await batcher.stop()
         await asyncio.to_thread(self._predict_thread.shutdown, wait=True, cancel_futures=True)
@@ -160,8 +203,9 @@ class Models:
         if manifest.version in self.versions:
             return self.versions[manifest.version]
         if manifest.name in self.problems:
-            raise Unavailable(f"model {manifest.name} is unavailable: it {self.problems[manifest.name]}",
-                              retry_after=60)
+            raise Unavailable(
+                f"model {manifest.name} is unavailable: it {self.problems[manifest.name]}", retry_after=60
+            )
         if self.manifests.get(manifest.name) is manifest:
             raise Unavailable(f"model {manifest.name} is still loading; try again shortly", retry_after=2)
         raise NotFound(f"version {manifest.version} of {manifest.name} was retired; use the latest")
@@ -200,8 +244,10 @@ def _example_inputs(manifest: Manifest, settings: Settings) -> list[dict[str, An
     """The manifest's examples, resolved as a request's input would be (for the warm-up)."""
     inputs = []
     for example in manifest.examples:
-        raw = {name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file
-               else value for name, value in example.input.items()}
+        raw = {
+            name: files.data_url_of(manifest.folder / value) if manifest.schema.field(name).is_file else value
+            for name, value in example.input.items()
+        }
         values = manifest.schema.validate(raw)
         inputs.append(files.resolve(manifest.schema.fields, values, max_pixels=settings.max_image_pixels))
     return inputs

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.errors import InvalidInput
+from inference.errors import ConfigError, InvalidInput
 from inference.predictor import MISSING
 
 _SCALARS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
@@ -54,8 +54,12 @@ class Field:
         for key in ("description", "regex"):
             if getattr(self, key) is not None:
                 prop["pattern" if key == "regex" else key] = getattr(self, key)
-        for key, name in (("ge", "minimum"), ("le", "maximum"), ("min_length", "minLength"),
-                          ("max_length", "maxLength")):
+        for key, name in (
+            ("ge", "minimum"),
+            ("le", "maximum"),
+            ("min_length", "minLength"),
+            ("max_length", "maxLength"),
+        ):
             if getattr(self, key) is not None:
                 prop[name] = getattr(self, key)
         if self.choices is not None:
@@ -141,14 +145,19 @@ class InputSchema:
 
 def read_schema(predict_py: Path, class_name: str = "Predictor") -> InputSchema:
     """Reads the input schema from the `predict` signature of `class_name` in `predict_py`."""
-    tree = ast.parse(predict_py.read_text(), filename=str(predict_py))
+    try:
+        tree = ast.parse(predict_py.read_text(encoding="utf-8"), filename=str(predict_py))
+    except FileNotFoundError:
+        raise ConfigError(f"{predict_py} does not exist: the manifest's predictor names it") from None
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{predict_py} is not valid Python: {exc}") from None
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "predict":
                     return _schema_of(item, predict_py)
-            raise ValueError(f"{predict_py}: class {class_name} has no predict method")
-    raise ValueError(f"{predict_py}: no class named {class_name}")
+            raise ConfigError(f"{predict_py}: class {class_name} has no predict method")
+    raise ConfigError(f"{predict_py}: no class named {class_name}")
 
 
 def _schema_of(fn: ast.FunctionDef, where: Path) -> InputSchema:
@@ -160,13 +169,14 @@ def _schema_of(fn: ast.FunctionDef, where: Path) -> InputSchema:
     fields = []
     for order, (arg, default) in enumerate(zip(args, defaults, strict=True)):
         if arg.annotation is None:
-            raise ValueError(f"{where}: predict argument '{arg.arg}' has no type annotation")
+            raise ConfigError(f"{where}: predict argument '{arg.arg}' has no type annotation")
         type_name = ast.unparse(arg.annotation)
         kind = _SCALARS.get(type_name) or _FILES.get(type_name)
         if kind is None:
-            raise ValueError(f"{where}: predict argument '{arg.arg}' has unsupported type {type_name}")
-        fields.append(Field(arg.arg, kind, order, **_options_of(default, where),
-                            encoded=type_name == "ImageBytes"))
+            raise ConfigError(f"{where}: predict argument '{arg.arg}' has unsupported type {type_name}")
+        fields.append(
+            Field(arg.arg, kind, order, **_options_of(default, where), encoded=type_name == "ImageBytes")
+        )
     return InputSchema(fields)
 
 
@@ -184,7 +194,7 @@ def _options_of(default: ast.expr | None, where: Path) -> dict[str, Any]:
     try:
         return {"default": ast.literal_eval(default)}
     except ValueError as exc:
-        raise ValueError(f"{where}: predict defaults must be literals ({exc})") from None
+        raise ConfigError(f"{where}: predict defaults must be literals ({exc})") from None
 
 
 def _show(value: Any) -> str:

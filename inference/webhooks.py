@@ -26,9 +26,15 @@ log = logging.getLogger("inference")
 EVENTS = ("start", "output", "logs", "completed")
 
 
-def check_request(url: Any, events: Any, *, secret: str | None, allowed_hosts: Iterable[str]) -> tuple[str, frozenset[str]]:
+def check_request(
+    url: Any, events: Any, *, secret: str | None, allowed_hosts: Iterable[str]
+) -> tuple[str, frozenset[str]]:
     """Validates a create's `webhook` and `webhook_events_filter`; returns them normalised."""
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    if (
+        not isinstance(url, str)
+        or urlsplit(url).scheme not in ("http", "https")
+        or not urlsplit(url).hostname
+    ):
         raise InvalidInput(f"'webhook' must be an http(s) URL, got {url!r:.60}")
     if secret is None:
         raise InvalidInput("this server has no webhook signing secret configured, so it sends no webhooks")
@@ -43,7 +49,9 @@ def check_request(url: Any, events: Any, *, secret: str | None, allowed_hosts: I
 
 
 class Webhooks:
-    def __init__(self, secret: str, *, attempts: int = 6, backoff_s: float = 0.5, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, secret: str, *, attempts: int = 6, backoff_s: float = 0.5, timeout_s: float = 10.0
+    ) -> None:
         self._signer = Webhook(secret)
         self._attempts = attempts
         self._backoff_s = backoff_s
@@ -86,8 +94,10 @@ class Webhooks:
                 problem = f"answered {response.status_code}"
             except httpx.HTTPError as exc:
                 problem = type(exc).__name__
-            log.warning("webhook not delivered", extra={"fields": {
-                "webhook_id": message_id, "attempt": attempt + 1, "problem": problem}})
+            log.warning(
+                "webhook not delivered",
+                extra={"fields": {"webhook_id": message_id, "attempt": attempt + 1, "problem": problem}},
+            )
             if attempt + 1 < attempts:
                 await asyncio.sleep(self._backoff_s * 2**attempt)
         log.error("webhook given up", extra={"fields": {"webhook_id": message_id, "attempts": attempts}})

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.errors import BadRequest, Unauthorized
+from proxy.errors import BadRequest, CommandError, Unauthorized
 from proxy.ledger import Ledger
 
 KEY_PREFIX = "mf_"
@@ -30,6 +30,7 @@ class Caller:
     kind: Literal["customer", "anonymous"]
     id: str  # "customer:cus_..." or "address:<hmac>": owner of predictions and usage rows
     customer: str | None = None  # Stripe customer id, for customers only
+    key_id: str | None = None  # the API key it presented, for customers only
 
     @property
     def billed_to(self) -> Literal["customer", "demo"]:
@@ -59,7 +60,7 @@ def hash_key(key: str) -> str:
 
 def check_customer_id(customer: str) -> str:
     if not _CUSTOMER.fullmatch(customer):
-        raise ValueError(f"{customer!r} is not a Stripe customer id (cus_...)")
+        raise CommandError(f"{customer!r} is not a Stripe customer id (cus_...)")
     return customer
 
 
@@ -74,8 +75,9 @@ def presented_key(authorization: str | None) -> str | None:
     return value.strip()
 
 
-def customer_for_key(ledger: Ledger, key: str) -> Caller:
-    """Blocking (reads the ledger). Unknown and revoked keys are refused, never anonymous."""
+def customer_for_key(ledger: Ledger, key: str, now: str | None = None) -> Caller:
+    """Blocking (reads the ledger). Unknown, revoked and expired keys are refused, never
+    anonymous; `now` (ISO, UTC) is when a rotated key's grace period is judged."""
     match = _KEY.fullmatch(key)
     record = ledger.api_key(match.group(1)) if match else None
     stored = record.key_hash if record else hash_key("")
@@ -83,7 +85,11 @@ def customer_for_key(ledger: Ledger, key: str) -> Caller:
         raise Unauthorized("this API key is not valid")
     if record.revoked_at is not None:
         raise Unauthorized("this API key has been revoked")
-    return Caller(kind="customer", id=f"customer:{record.customer}", customer=record.customer)
+    if record.expires_at is not None and now is not None and record.expires_at <= now:
+        raise Unauthorized("this API key was replaced by a new one and its grace period is over")
+    return Caller(
+        kind="customer", id=f"customer:{record.customer}", customer=record.customer, key_id=record.id
+    )
 
 
 class AddressHasher:

@@ -14,27 +14,35 @@ Relative paths are resolved against the folder that holds the config folder (the
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from proxy import _parse as parse
 from proxy._dotvars import read_dotvars
+from proxy._payouts_config import PayoutsConfig, read_payouts
 from proxy.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "wrangler-like-config"
 ENV_PREFIX = "MODELFOLIO_"
 REQUIRED_SECRETS = ("INFERENCE_TOKEN",)
-OPTIONAL_SECRETS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "INFERENCE_WEBHOOK_SECRET")
+OPTIONAL_SECRETS = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "INFERENCE_WEBHOOK_SECRET",
+    "METRICS_TOKEN",
+    "ADMIN_TOKEN",
+)
+ADMIN_TOKEN_MIN_LENGTH = 32  # the owner dashboard's password: long and random, never guessed
 
-_TOP_KEYS = {"name", "main", "compatibility_date", "vars", "routes", "ratelimits", "billing", "env"}
-_ENV_KEYS = {"name", "compatibility_date", "vars", "routes", "ratelimits", "billing"}
+_TABLES = ("billing", "ledger", "limits", "cache", "payouts")  # merged key by key from [env.NAME]
+_ENV_KEYS = {"name", "compatibility_date", "vars", "routes", "ratelimits", *_TABLES}
+_TOP_KEYS = {*_ENV_KEYS, "main", "env"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,42 @@ class BillingConfig:
     # A backlog of more undelivered events than this goes through Stripe's v2 meter event stream
     # (100 events a call) instead of one v1 call per event.
     stream_above: int = 200
+    lease_s: float = 60.0  # a worker's hold on a lane; a dead worker's lanes pass on after it
+    # Retries of a meter event stop this long after its first attempt: Stripe forgets identifiers
+    # after about 24 h, and a blind resend after that may count twice (proxy/billing/meter_rules.py).
+    resend_window_s: float = 23 * 3600.0
+    reminder_s: float = 3600.0  # without STRIPE_SECRET_KEY, how often the log says the outbox grows
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """`[ledger]`: the database. None: the SQLite file at LEDGER_PATH (one machine)."""
+
+    url: str | None = field(default=None, repr=False)  # may hold a password
+    pool_size: int = 10  # connections per proxy process (PostgreSQL)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """`[limits]`: where rate limits, the demo quota, the result cache and idempotency keys live.
+    None: in this process's memory (one process)."""
+
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+
+
+@dataclass(frozen=True)
+class CacheRule:
+    ttl_s: int
+    bill_fraction: Decimal  # of the original's milliseconds; 0 makes a cache hit free
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """`[cache]`: the result cache (proxy/cache.py), off unless a model is listed under
+    `[cache.models.<name>]` with `ttl_s` and `bill_fraction`."""
+
+    rules: dict[str, CacheRule] = field(default_factory=dict)  # by owner/name
+    max_entries: int = 10_000  # the in-process LRU's bound, without Redis
 
 
 @dataclass(frozen=True)
@@ -72,6 +116,8 @@ class Secrets:
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
     inference_webhook_secret: str | None = field(default=None, repr=False)  # signs /internal/inference-events
+    metrics_token: str | None = field(default=None, repr=False)  # for /metrics from off this machine
+    admin_token: str | None = field(default=None, repr=False)  # the owner dashboard at /admin
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -95,14 +141,23 @@ class Config:
     demo_daily_quota: int = 50
     upstream_timeout_s: float = 70.0
     trust_x_forwarded_for: bool = False
+    public_results: tuple[str, ...] = ()  # models whose predictions anyone with the id may read
     ratelimits: tuple[RateLimit, ...] = ()
     routes: tuple[Route, ...] = ()
     billing: BillingConfig = BillingConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
+    payouts: PayoutsConfig = field(default_factory=PayoutsConfig)
     secrets: Secrets = Secrets()
     name: str = "modelfolio-proxy"
     env: str | None = None
     compatibility_date: str = ""
     config_dir: Path = CONFIG_DIR
+
+    @property
+    def database_url(self) -> str:
+        return self.ledger.url or f"sqlite:///{self.ledger_path}"
 
     def __post_init__(self) -> None:
         # So that `dataclasses.replace(config, site_dir="dist2")` means what load_config means.
@@ -128,15 +183,25 @@ def load_config(
     raw = _read_toml(config_dir / "wrangler.toml")
     merged, sources = _apply_env(raw, env)
     variables = _read_vars(merged.get("vars", {}), sources, environ)
+    # DATABASE_URL and REDIS_URL may hold passwords: like the secrets, .dev.vars may hold them.
+    dotvars = read_dotvars(config_dir / ".dev.vars")
+    connections = {name: dotvars[name] for name in _WELL_KNOWN.values() if name in dotvars}
+    environ = {**connections, **environ}
     return Config(
         **variables,
         ratelimits=_read_ratelimits(merged.get("ratelimits", []), sources["ratelimits"]),
         routes=_read_routes(merged.get("routes", []), sources["routes"]),
-        billing=_read_billing(merged.get("billing", {}), environ),
+        billing=BillingConfig(**_read_table("billing", merged.get("billing", {}), _BILLING, environ)),
+        ledger=LedgerConfig(**_read_table("ledger", merged.get("ledger", {}), _LEDGER, environ)),
+        limits=LimitsConfig(**_read_table("limits", merged.get("limits", {}), _LIMITS, environ)),
+        cache=_read_cache(merged.get("cache", {}), owner=variables["owner"]),
+        payouts=read_payouts(
+            merged.get("payouts", {}), owner=variables["owner"], reject_unknown=_reject_unknown
+        ),
         secrets=_read_secrets(config_dir, environ, require_secrets),
-        name=_string(merged.get("name", "modelfolio-proxy"), sources["name"]),
+        name=parse.string(merged.get("name", "modelfolio-proxy"), sources["name"]),
         env=env,
-        compatibility_date=_date(merged.get("compatibility_date", ""), "compatibility_date"),
+        compatibility_date=parse.date(merged.get("compatibility_date", ""), "compatibility_date"),
         config_dir=config_dir,
     )
 
@@ -165,8 +230,8 @@ def _apply_env(raw: dict[str, Any], env: str | None) -> tuple[dict[str, Any], di
     section = envs[env]
     _reject_unknown(section, _ENV_KEYS, f"[env.{env}]")
     for key, value in section.items():
-        if key == "billing" and isinstance(value, dict):
-            merged["billing"] = {**merged.get("billing", {}), **value}
+        if key in _TABLES and isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
         elif key == "vars":
             merged["vars"] = {**merged.get("vars", {}), **value}
             sources.update({var: f"[env.{env}.vars] {var}" for var in value})
@@ -187,94 +252,19 @@ def _reject_unknown(table: Mapping[str, Any], known: set[str], where: str) -> No
 _REQUIRED = object()
 
 
-def _string(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _owner(value: Any, name: str) -> str:
-    owner = _string(value, name)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", owner):
-        raise ConfigError(f"{name} must be a handle like 'modelfolio' (letters, digits, - _ .)")
-    return owner
-
-
-def _origin(value: Any, name: str) -> str:
-    url = _string(value, name).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-        raise ConfigError(f"{name} must be an origin like 'https://example.com', got {url!r}")
-    return url
-
-
-def _http_url(value: Any, name: str) -> str:
-    url = _string(value, name).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
-    return url
-
-
-def _origins(value: Any, name: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [item for item in value.split(",") if item.strip()]
-    if not isinstance(value, list):
-        raise ConfigError(f"{name} must be a list of origins, got {value!r}")
-    return tuple(_origin(item, name) for item in value)
-
-
-def _path(value: Any, name: str) -> Path:
-    return Path(_string(value, name))
-
-
-def _integer(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return value
-
-
-def _positive_int(value: Any, name: str) -> int:
-    return _integer(value, name, 1)
-
-
-def _count(value: Any, name: str) -> int:
-    return _integer(value, name, 0)
-
-
-def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 86400:
-        raise ConfigError(f"{name} must be a number of seconds above 0, got {value!r}")
-    return float(value)
-
-
-def _bool(value: Any, name: str) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 _VARS: dict[str, tuple[str, Callable[[Any, str], Any], Any]] = {
-    "OWNER": ("owner", _owner, _REQUIRED),
-    "UPSTREAM_URL": ("upstream_url", _http_url, _REQUIRED),
-    "PUBLIC_ORIGIN": ("public_origin", _origin, _REQUIRED),
-    "ALLOWED_ORIGINS": ("allowed_origins", _origins, []),
-    "SITE_DIR": ("site_dir", _path, "dist"),
-    "LEDGER_PATH": ("ledger_path", _path, "var/ledger.sqlite3"),
-    "MAX_BODY_BYTES": ("max_body_bytes", _positive_int, 10 * 1024 * 1024),
-    "MAX_UPLOAD_BYTES": ("max_upload_bytes", _positive_int, 100 * 1024 * 1024),
-    "DEMO_DAILY_QUOTA": ("demo_daily_quota", _count, 50),
-    "UPSTREAM_TIMEOUT_S": ("upstream_timeout_s", _seconds, 70),
-    "TRUST_X_FORWARDED_FOR": ("trust_x_forwarded_for", _bool, False),
+    "OWNER": ("owner", parse.owner, _REQUIRED),
+    "UPSTREAM_URL": ("upstream_url", parse.http_url, _REQUIRED),
+    "PUBLIC_ORIGIN": ("public_origin", parse.origin, _REQUIRED),
+    "ALLOWED_ORIGINS": ("allowed_origins", parse.origins, []),
+    "SITE_DIR": ("site_dir", parse.path, "dist"),
+    "LEDGER_PATH": ("ledger_path", parse.path, "var/ledger.sqlite3"),
+    "MAX_BODY_BYTES": ("max_body_bytes", parse.positive_int, 10 * 1024 * 1024),
+    "MAX_UPLOAD_BYTES": ("max_upload_bytes", parse.positive_int, 100 * 1024 * 1024),
+    "DEMO_DAILY_QUOTA": ("demo_daily_quota", parse.count, 50),
+    "UPSTREAM_TIMEOUT_S": ("upstream_timeout_s", parse.seconds, 70),
+    "TRUST_X_FORWARDED_FOR": ("trust_x_forwarded_for", parse.boolean, False),
+    "PUBLIC_RESULTS": ("public_results", parse.model_names, []),
 }
 
 
@@ -285,7 +275,7 @@ def _read_vars(
     if unknown:
         raise ConfigError(f"unknown var {unknown[0]!r} in wrangler.toml; known: {', '.join(_VARS)}")
     values: dict[str, Any] = {}
-    for var, (attribute, parse, default) in _VARS.items():
+    for var, (attribute, check, default) in _VARS.items():
         if ENV_PREFIX + var in environ:
             value, source = environ[ENV_PREFIX + var], f"{ENV_PREFIX}{var} (environment)"
         elif var in table:
@@ -294,7 +284,7 @@ def _read_vars(
             raise ConfigError(f"{var} is missing from [vars] in wrangler.toml")
         else:
             value, source = default, var
-        values[attribute] = parse(value, source)
+        values[attribute] = check(value, source)
     return values
 
 
@@ -315,9 +305,9 @@ def _read_ratelimits(items: Any, where: str) -> tuple[RateLimit, ...]:
             raise ConfigError(f"{at}.applies_to must be 'predictions' or 'requests'")
         limits.append(
             RateLimit(
-                name=_string(item.get("name"), f"{at}.name"),
-                limit=_positive_int(item.get("limit"), f"{at}.limit"),
-                period=_positive_int(item.get("period"), f"{at}.period"),
+                name=parse.string(item.get("name"), f"{at}.name"),
+                limit=parse.positive_int(item.get("limit"), f"{at}.limit"),
+                period=parse.positive_int(item.get("period"), f"{at}.period"),
                 applies_to=applies_to,
             )
         )
@@ -328,56 +318,73 @@ def _read_routes(items: Any, where: str) -> tuple[Route, ...]:
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise ConfigError(f"wrangler.toml {where} must be an array of tables ([[routes]])")
     return tuple(
-        Route(pattern=_string(item.get("pattern"), f"wrangler.toml {where}[{i}].pattern"))
+        Route(pattern=parse.string(item.get("pattern"), f"wrangler.toml {where}[{i}].pattern"))
         for i, item in enumerate(items)
     )
 
 
-def _stripe_url(value: Any, name: str) -> str:
-    url = _http_url(value, name)
-    # The secret key travels in the Authorization header: plain HTTP only to this machine.
-    if urlsplit(url).scheme != "https" and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"{name} must be https (plain http only for 127.0.0.1), got {url!r}")
-    return url
-
-
 _BILLING: dict[str, Callable[[Any, str], Any]] = {
-    "stripe_api_base": _stripe_url,
-    "stripe_meter_events_base": _stripe_url,
-    "concurrency": _positive_int,
-    "timeout_s": _seconds,
-    "poll_interval_s": _seconds,
-    "backoff_base_s": _seconds,
-    "backoff_max_s": _seconds,
-    "stream_above": _positive_int,
+    "stripe_api_base": parse.stripe_url,
+    "stripe_meter_events_base": parse.stripe_url,
+    "concurrency": parse.positive_int,
+    "timeout_s": parse.seconds,
+    "poll_interval_s": parse.seconds,
+    "backoff_base_s": parse.seconds,
+    "backoff_max_s": parse.seconds,
+    "stream_above": parse.positive_int,
+    "lease_s": parse.seconds,
+    "resend_window_s": parse.resend_window,
+    "reminder_s": parse.seconds,
 }
 
 
-def _read_billing(table: Any, environ: Mapping[str, str]) -> BillingConfig:
-    """`[billing]`, then `MODELFOLIO_BILLING_<KEY>` from the environment, e.g.
-    MODELFOLIO_BILLING_STRIPE_API_BASE=http://127.0.0.1:12111 for the test Stripe."""
+_LEDGER: dict[str, Callable[[Any, str], Any]] = {"url": parse.database_url, "pool_size": parse.positive_int}
+_LIMITS: dict[str, Callable[[Any, str], Any]] = {"redis_url": parse.redis_url}
+# The usual names of a deployment's database and cache, beside MODELFOLIO_LEDGER_URL and the rest.
+_WELL_KNOWN = {("ledger", "url"): "DATABASE_URL", ("limits", "redis_url"): "REDIS_URL"}
+
+
+def _read_table(
+    section: str, table: Any, checks: Mapping[str, Callable[[Any, str], Any]], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """`[section]` of wrangler.toml, then `MODELFOLIO_<SECTION>_<KEY>` from the environment (e.g.
+    MODELFOLIO_BILLING_STRIPE_API_BASE=http://127.0.0.1:12111 for the test Stripe), then the
+    well-known DATABASE_URL and REDIS_URL."""
     if not isinstance(table, dict):
-        raise ConfigError("wrangler.toml [billing] must be a table")
-    _reject_unknown(table, set(_BILLING), "[billing]")
+        raise ConfigError(f"wrangler.toml [{section}] must be a table")
+    _reject_unknown(table, set(checks), f"[{section}]")
     values = {}
-    for key, parse in _BILLING.items():
-        variable = f"{ENV_PREFIX}BILLING_{key.upper()}"
-        if variable in environ:
-            values[key] = parse(environ[variable], f"{variable} (environment)")
+    for key, check in checks.items():
+        variables = [f"{ENV_PREFIX}{section.upper()}_{key.upper()}", _WELL_KNOWN.get((section, key), "")]
+        given = [variable for variable in variables if variable and environ.get(variable)]
+        if given:
+            values[key] = check(environ[given[-1]], f"{given[-1]} (environment)")
         elif key in table:
-            values[key] = parse(table[key], f"wrangler.toml [billing] {key}")
-    return BillingConfig(**values)
+            values[key] = check(table[key], f"wrangler.toml [{section}] {key}")
+    return values
 
 
-def _date(value: Any, name: str) -> str:
-    if isinstance(value, datetime.date):  # TOML has a native date type
-        return value.isoformat()
-    if value == "":
-        return ""
-    try:
-        return datetime.date.fromisoformat(_string(value, name)).isoformat()
-    except ValueError:
-        raise ConfigError(f"{name} must be a date like 2025-01-01, got {value!r}") from None
+def _read_cache(table: Any, *, owner: str) -> CacheConfig:
+    if not isinstance(table, dict):
+        raise ConfigError("wrangler.toml [cache] must be a table")
+    _reject_unknown(table, {"models", "max_entries"}, "[cache]")
+    models = table.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError("wrangler.toml [cache.models] must hold a table per model: [cache.models.digits]")
+    rules = {}
+    for name, rule in models.items():
+        where = f"wrangler.toml [cache.models.{name}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{where} must be a table with ttl_s and bill_fraction")
+        _reject_unknown(rule, {"ttl_s", "bill_fraction"}, f"[cache.models.{name}]")
+        if "ttl_s" not in rule or "bill_fraction" not in rule:
+            raise ConfigError(f'{where} needs ttl_s (seconds) and bill_fraction (e.g. "0.1")')
+        ttl_s = parse.positive_int(rule["ttl_s"], f"{where} ttl_s")
+        rules[f"{owner}/{name}"] = CacheRule(
+            ttl_s, parse.fraction(rule["bill_fraction"], f"{where} bill_fraction")
+        )
+    max_entries = parse.positive_int(table.get("max_entries", 10_000), "wrangler.toml [cache] max_entries")
+    return CacheConfig(rules, max_entries)
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -387,7 +394,7 @@ def _read_secrets(config_dir: Path, environ: Mapping[str, str], required: bool) 
     dotvars_path = config_dir / ".dev.vars"
     dotvars = read_dotvars(dotvars_path)
     known = REQUIRED_SECRETS + OPTIONAL_SECRETS
-    unknown = sorted(set(dotvars) - set(known))
+    unknown = sorted(set(dotvars) - set(known) - set(_WELL_KNOWN.values()))
     if unknown:
         raise ConfigError(
             f"{dotvars_path}: {unknown[0]} is not a secret the proxy reads; known: {', '.join(known)}"
@@ -397,6 +404,12 @@ def _read_secrets(config_dir: Path, environ: Mapping[str, str], required: bool) 
         for name in REQUIRED_SECRETS:
             if values[name] is None:
                 raise ConfigError(missing_secret_message(name, config_dir))
+    admin = values["ADMIN_TOKEN"]
+    if admin is not None and len(admin) < ADMIN_TOKEN_MIN_LENGTH:
+        raise ConfigError(
+            f"ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_LENGTH} random characters, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     return Secrets(**{name.lower(): value for name, value in values.items()})
 
 

@@ -100,8 +100,10 @@ def _refuse_server_errors(reply: UpstreamReply) -> None:
     if reply.status in (401, 403):
         log_event("upstream_refused_token", level=logging.ERROR, status=reply.status)
         raise BadGateway("the model server refused the proxy's credentials; the operator must fix this")
-    if reply.status == 503:
-        return  # loading or overloaded: its detail and Retry-After are meant for the caller
+    if reply.status in (501, 503):
+        # Not offered (streamed output), or loading or overloaded: the detail (and Retry-After)
+        # are meant for the caller.
+        return
     if reply.status >= 500:
         raise BadGateway("the model server failed while handling this request")
 

@@ -13,18 +13,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.api import gateway
+from proxy import records
 from proxy.auth import caller_from_id
 from proxy.errors import BadRequest, Conflict, NotFound
 from proxy.forward import limited, segment
+from proxy.gateway import gateway_of
 from proxy.logs import annotate, log_event
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
 async def receive(request: Request) -> Response:
-    proxy = gateway(request)
-    secret = proxy.config.secrets.inference_webhook_secret
+    gateway = gateway_of(request)
+    secret = gateway.config.secrets.inference_webhook_secret
     if not secret:
         raise NotFound("there is no such route")  # not configured: nothing listens here
     raw = b"".join([chunk async for chunk in limited(request.stream(), MAX_BODY_BYTES)])
@@ -37,11 +38,14 @@ async def receive(request: Request) -> Response:
         raise BadRequest("the event is not a prediction")
     prediction_id = segment(prediction["id"], "prediction")
     annotate(request.scope, prediction_id=prediction_id)
-    creator = await to_thread.run_sync(proxy.ledger.creator_of, prediction_id)
+    creator = await to_thread.run_sync(gateway.ledger.creator_of, prediction_id)
     if creator is None:
         # The create's answer is still on its way through this proxy; the sender retries.
         raise Conflict("this prediction's creation is not recorded yet; retry shortly")
-    await proxy.biller.bill(prediction, caller_from_id(creator))
+    await records.remember(gateway, prediction)
+    billed = await gateway.billing.bill(prediction, caller_from_id(creator))
+    if isinstance(billed, dict) and "billing" in billed and gateway.cache.rule(billed.get("model")):
+        await gateway.cache.keep(billed, int(billed["metrics"]["predict_time_ms"]))
     return Response(status_code=204)
 
 

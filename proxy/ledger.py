@@ -1,105 +1,15 @@
-"""The ledger: one SQLite file (WAL) holding who created which prediction, what was billed,
-the Stripe meter-event outbox and the API keys. All the proxy's SQL lives here.
+"""The edge's own records: who created which prediction and uploaded which file, and the API keys.
+What was billed lives in the billing package (proxy/billing/store.py), in the same database.
 
-The SQL is plain enough for PostgreSQL too (TEXT timestamps in ISO 8601 UTC, which sort as they
-read; `INSERT ... ON CONFLICT DO NOTHING`); only the `?` placeholders would become `%s`.
-Money is TEXT holding an exact decimal: summed in Python with `Decimal`, never by SQL floats.
-Methods are blocking; the app calls them from a worker thread.
+Blocking methods; the app calls them from worker threads.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from proxy._ledger_stripe import STRIPE_SCHEMA, StripeLedger
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS predictions (
-        id TEXT PRIMARY KEY,
-        caller TEXT NOT NULL,
-        model TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS predictions_by_caller ON predictions (caller, created_at)",
-    """CREATE TABLE IF NOT EXISTS billed_usage (
-        prediction_id TEXT PRIMARY KEY,
-        caller TEXT NOT NULL,
-        stripe_customer TEXT,
-        model TEXT NOT NULL,
-        version TEXT,
-        predict_time_ms INTEGER NOT NULL,
-        price_per_second TEXT NOT NULL,
-        amount TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS billed_usage_by_caller ON billed_usage (caller)",
-    """CREATE TABLE IF NOT EXISTS meter_outbox (
-        prediction_id TEXT PRIMARY KEY,
-        customer TEXT NOT NULL,
-        event_name TEXT NOT NULL,
-        value_ms INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        delivered_at TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS meter_dead_letter (
-        prediction_id TEXT PRIMARY KEY,
-        customer TEXT NOT NULL,
-        event_name TEXT NOT NULL,
-        value_ms INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        dead_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS api_keys (
-        id TEXT PRIMARY KEY,
-        key_hash TEXT NOT NULL UNIQUE,
-        customer TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        revoked_at TEXT
-    )""",
-    # Files customers uploaded (POST /v1/files): only their uploader may read or delete them.
-    """CREATE TABLE IF NOT EXISTS uploads (
-        id TEXT PRIMARY KEY,
-        caller TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    *STRIPE_SCHEMA,
-)
-
-_USAGE_COLUMNS = (
-    "prediction_id, caller, stripe_customer, model, version, predict_time_ms, "
-    "price_per_second, amount, created_at"
-)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """One billed prediction, as stored."""
-
-    prediction_id: str
-    caller: str
-    stripe_customer: str | None  # None: an anonymous demo, the owner's cost
-    model: str
-    version: str | None
-    predict_time_ms: int
-    price_per_second: str
-    amount: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class MeterEvent:
-    prediction_id: str
-    customer: str
-    event_name: str
-    value_ms: int
-    created_at: str
-    delivered_at: str | None
+from proxy.storage import Database
 
 
 @dataclass(frozen=True)
@@ -109,212 +19,260 @@ class ApiKeyRecord:
     customer: str
     created_at: str
     revoked_at: str | None
+    expires_at: str | None = None  # a rotated key's end of grace
 
 
-class Ledger(StripeLedger):
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        with self._transaction() as cur:
-            for statement in SCHEMA:
-                cur.execute(statement)
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock, self._conn:
-            yield self._conn.cursor()
+class Ledger:
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     def ping(self) -> bool:
-        try:
-            with self._transaction() as cur:
-                return bool(cur.execute("SELECT 1").fetchone() == (1,))
-        except sqlite3.Error:
-            return False
+        return self.database.ping()
 
     # --- predictions: who created what --------------------------------------------------------
 
-    def record_prediction(self, prediction_id: str, caller: str, model: str, at: str) -> None:
-        with self._transaction() as cur:
+    def record_prediction(
+        self, prediction_id: str, caller: str, model: str, at: str, key_id: str | None = None
+    ) -> None:
+        """Who created a prediction (and with which key): written once (the caller never
+        changes); a model learnt later (a create by version) fills in one recorded without it."""
+        with self.database.transaction() as cur:
             cur.execute(
-                "INSERT INTO predictions (id, caller, model, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                (prediction_id, caller, model, at),
+                "INSERT INTO predictions (id, caller, model, created_at, key_id) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET model = excluded.model "
+                "WHERE predictions.model = '' AND predictions.caller = excluded.caller",
+                (prediction_id, caller, model, at, key_id),
             )
 
     def creator_of(self, prediction_id: str) -> str | None:
-        with self._transaction() as cur:
-            row = cur.execute("SELECT caller FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
+        with self.database.read() as cur:
+            cur.execute("SELECT caller FROM predictions WHERE id = ?", (prediction_id,))
+            row = cur.fetchone()
         return row[0] if row else None
 
-    def record_upload(self, file_id: str, caller: str, at: str) -> None:
-        with self._transaction() as cur:
+    def owner_of(self, prediction_id: str) -> tuple[str, str | None] | None:
+        """(creator, the record if the result cache answered it) in one query: what every poll asks."""
+        with self.database.read() as cur:
             cur.execute(
-                "INSERT INTO uploads (id, caller, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (file_id, caller, at),
+                "SELECT p.caller, c.record FROM predictions p LEFT JOIN cached_predictions c ON c.id = p.id "
+                "WHERE p.id = ?",
+                (prediction_id,),
+            )
+            row = cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    def count_predictions_since(self, caller: str, since: str) -> int:
+        with self.database.read() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM predictions WHERE caller = ? AND created_at >= ?", (caller, since)
+            )
+            return int(cur.fetchone()[0])
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    def record_upload(self, file_id: str, caller: str, at: str, sha256: str | None = None) -> None:
+        with self.database.transaction() as cur:
+            cur.execute(
+                "INSERT INTO uploads (id, caller, created_at, sha256) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (file_id, caller, at, sha256),
             )
 
     def uploader_of(self, file_id: str) -> str | None:
-        with self._transaction() as cur:
-            row = cur.execute("SELECT caller FROM uploads WHERE id = ?", (file_id,)).fetchone()
+        with self.database.read() as cur:
+            cur.execute("SELECT caller FROM uploads WHERE id = ?", (file_id,))
+            row = cur.fetchone()
         return row[0] if row else None
 
-    def count_predictions_since(self, caller: str, since: str) -> int:
-        with self._transaction() as cur:
-            row = cur.execute(
-                "SELECT COUNT(*) FROM predictions WHERE caller = ? AND created_at >= ?",
-                (caller, since),
-            ).fetchone()
-        return int(row[0])
+    def upload_hash(self, file_id: str) -> str | None:
+        """The sha256 of an upload's bytes, as the model server reported it."""
+        with self.database.read() as cur:
+            cur.execute("SELECT sha256 FROM uploads WHERE id = ?", (file_id,))
+            row = cur.fetchone()
+        return row[0] if row else None
 
-    # --- billing ------------------------------------------------------------------------------
+    # --- predictions the result cache answered (the model server never saw them) ---------------
 
-    def record_usage(self, usage: Usage, event_name: str | None) -> tuple[Usage, bool]:
-        """Bills a prediction at most once. Returns the stored row and whether this call wrote
-        it; the meter event for a customer is written in the same transaction."""
-        with self._transaction() as cur:
+    def save_cached_prediction(self, prediction_id: str, caller: str, record: str, at: str) -> None:
+        with self.database.transaction() as cur:
             cur.execute(
-                f"INSERT INTO billed_usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (prediction_id) DO NOTHING",
-                (
-                    usage.prediction_id,
-                    usage.caller,
-                    usage.stripe_customer,
-                    usage.model,
-                    usage.version,
-                    usage.predict_time_ms,
-                    usage.price_per_second,
-                    usage.amount,
-                    usage.created_at,
-                ),
-            )
-            inserted = cur.rowcount == 1
-            if inserted and usage.stripe_customer is not None and event_name is not None:
-                cur.execute(
-                    "INSERT INTO meter_outbox (prediction_id, customer, event_name, value_ms, "
-                    "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (prediction_id) DO NOTHING",
-                    (
-                        usage.prediction_id,
-                        usage.stripe_customer,
-                        event_name,
-                        usage.predict_time_ms,
-                        usage.created_at,
-                    ),
-                )
-            row = cur.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM billed_usage WHERE prediction_id = ?",
-                (usage.prediction_id,),
-            ).fetchone()
-        return Usage(*row), inserted
-
-    def usage_of(self, caller: str) -> list[Usage]:
-        with self._transaction() as cur:
-            rows = cur.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM billed_usage WHERE caller = ? "
-                "ORDER BY created_at, prediction_id",
-                (caller,),
-            ).fetchall()
-        return [Usage(*row) for row in rows]
-
-    def usage_for(self, prediction_id: str) -> Usage | None:
-        with self._transaction() as cur:
-            row = cur.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM billed_usage WHERE prediction_id = ?",
-                (prediction_id,),
-            ).fetchone()
-        return Usage(*row) if row else None
-
-    # --- the outbox (delivered to Stripe by a background worker) -------------------------------
-
-    def undelivered_meter_events(
-        self, limit: int = 100, after: tuple[str, str] | None = None
-    ) -> list[MeterEvent]:
-        """Oldest first; `after` = (created_at, prediction_id) of the last row seen, to page on."""
-        created_at, prediction_id = after or ("", "")
-        with self._transaction() as cur:
-            rows = cur.execute(
-                "SELECT prediction_id, customer, event_name, value_ms, created_at, delivered_at "
-                "FROM meter_outbox WHERE delivered_at IS NULL "
-                "AND (created_at > ? OR (created_at = ? AND prediction_id > ?)) "
-                "ORDER BY created_at, prediction_id LIMIT ?",
-                (created_at, created_at, prediction_id, limit),
-            ).fetchall()
-        return [MeterEvent(*row) for row in rows]
-
-    def dead_letter_meter_event(self, prediction_id: str, reason: str, at: str) -> None:
-        """Moves an undeliverable event out of the outbox, keeping it for an operator."""
-        with self._transaction() as cur:
-            cur.execute(
-                "INSERT INTO meter_dead_letter (prediction_id, customer, event_name, value_ms, "
-                "created_at, reason, dead_at) SELECT prediction_id, customer, event_name, value_ms, "
-                "created_at, ?, ? FROM meter_outbox WHERE prediction_id = ? AND delivered_at IS NULL "
-                "ON CONFLICT (prediction_id) DO NOTHING",
-                (reason, at, prediction_id),
-            )
-            cur.execute(
-                "DELETE FROM meter_outbox WHERE prediction_id = ? AND delivered_at IS NULL", (prediction_id,)
+                "INSERT INTO cached_predictions (id, caller, record, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (prediction_id, caller, record, at),
             )
 
-    def dead_meter_events(self) -> list[tuple[str, str]]:
-        """(prediction_id, reason) of each dead-lettered event."""
-        with self._transaction() as cur:
-            return cur.execute(
-                "SELECT prediction_id, reason FROM meter_dead_letter ORDER BY created_at, prediction_id"
-            ).fetchall()
-
-    def delivered_meter_totals(self, since: str, until: str) -> dict[tuple[str, str], int]:
-        """Delivered milliseconds per (customer, event_name), by usage time in [since, until)."""
-        with self._transaction() as cur:
-            rows = cur.execute(
-                "SELECT customer, event_name, SUM(value_ms) FROM meter_outbox "
-                "WHERE delivered_at IS NOT NULL AND created_at >= ? AND created_at < ? "
-                "GROUP BY customer, event_name",
-                (since, until),
-            ).fetchall()
-        return {(customer, name): int(total) for customer, name, total in rows}
-
-    def mark_meter_event_delivered(self, prediction_id: str, at: str) -> None:
-        with self._transaction() as cur:
-            cur.execute(
-                "UPDATE meter_outbox SET delivered_at = ? WHERE prediction_id = ? AND delivered_at IS NULL",
-                (at, prediction_id),
-            )
+    def cached_prediction(self, prediction_id: str) -> tuple[str, str] | None:
+        """(caller, record as JSON) of a prediction the cache answered."""
+        with self.database.read() as cur:
+            cur.execute("SELECT caller, record FROM cached_predictions WHERE id = ?", (prediction_id,))
+            row = cur.fetchone()
+        return (row[0], row[1]) if row else None
 
     # --- API keys -----------------------------------------------------------------------------
 
     def add_api_key(self, key_id: str, key_hash: str, customer: str, at: str) -> None:
-        with self._transaction() as cur:
+        with self.database.transaction() as cur:
             cur.execute(
                 "INSERT INTO api_keys (id, key_hash, customer, created_at) VALUES (?, ?, ?, ?)",
                 (key_id, key_hash, customer, at),
             )
 
     def api_key(self, key_id: str) -> ApiKeyRecord | None:
-        with self._transaction() as cur:
-            row = cur.execute(
-                "SELECT id, key_hash, customer, created_at, revoked_at FROM api_keys WHERE id = ?",
+        with self.database.read() as cur:
+            cur.execute(
+                "SELECT id, key_hash, customer, created_at, revoked_at, expires_at FROM api_keys "
+                "WHERE id = ?",
                 (key_id,),
-            ).fetchone()
+            )
+            row = cur.fetchone()
         return ApiKeyRecord(*row) if row else None
 
     def api_keys(self) -> list[ApiKeyRecord]:
-        with self._transaction() as cur:
-            rows = cur.execute(
-                "SELECT id, key_hash, customer, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
-            ).fetchall()
-        return [ApiKeyRecord(*row) for row in rows]
+        with self.database.read() as cur:
+            cur.execute(
+                "SELECT id, key_hash, customer, created_at, revoked_at, expires_at FROM api_keys "
+                "ORDER BY created_at, id"
+            )
+            return [ApiKeyRecord(*row) for row in cur.fetchall()]
+
+    def rotate_api_key(self, old_id: str, new_id: str, key_hash: str, at: str, expires_at: str) -> bool:
+        """A new key for the old one's customer; the old one works until `expires_at` (an
+        earlier end it already had stands). False if the old key is no longer live."""
+        with self.database.transaction() as cur:
+            cur.execute(
+                "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at < ? "
+                "THEN expires_at ELSE ? END "
+                "WHERE id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                (expires_at, expires_at, old_id, at),
+            )
+            if cur.rowcount != 1:
+                return False
+            cur.execute(
+                "INSERT INTO api_keys (id, key_hash, customer, created_at) "
+                "SELECT ?, ?, customer, ? FROM api_keys WHERE id = ?",
+                (new_id, key_hash, at, old_id),
+            )
+            return True
 
     def revoke_api_key(self, key_id: str, at: str) -> bool:
-        with self._transaction() as cur:
+        with self.database.transaction() as cur:
             cur.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (at, key_id),
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id)
             )
             return cur.rowcount == 1
+
+    # --- listing: pages of a caller's predictions and uploads, run counts -------------------
+    # One block (tables: storage/sql/005_listing.sql). A page is keyed by (created_at, id), newest
+    # first; `newer=True` walks the other way, for a page's `previous` link.
+
+    def remember_prediction(self, prediction_id: str, record: str, terminal: bool, at: str) -> None:
+        """Keeps the latest record of a prediction; a finished one is never replaced by a stale
+        answer that raced it."""
+        with self.database.transaction() as cur:
+            cur.execute(
+                "INSERT INTO prediction_records (id, record, terminal, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET record = excluded.record, terminal = excluded.terminal, "
+                "updated_at = excluded.updated_at WHERE prediction_records.terminal = 0",
+                (prediction_id, record, int(terminal), at),
+            )
+
+    def prediction_record(self, prediction_id: str) -> str | None:
+        with self.database.read() as cur:
+            cur.execute("SELECT record FROM prediction_records WHERE id = ?", (prediction_id,))
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    def predictions_page(
+        self, caller: str, after: PageKey | None, limit: int, *, newer: bool = False
+    ) -> Page:
+        """(id, model, created_at, record or None) of `caller`'s predictions, newest first."""
+        return self._page(
+            "SELECT p.id, p.model, p.created_at, r.record FROM predictions p "
+            "LEFT JOIN prediction_records r ON r.id = p.id WHERE p.caller = ?",
+            "p.",
+            (caller,),
+            after,
+            limit,
+            newer,
+        )
+
+    def run_counts(self) -> dict[str, int]:
+        """Predictions created per model ('owner/name'), by every caller."""
+        with self.database.read() as cur:
+            cur.execute("SELECT model, COUNT(*) FROM predictions GROUP BY model")
+            rows = cur.fetchall()
+        return {model: int(count) for model, count in rows}
+
+    def remember_upload(self, file_id: str, record: str, expires_at: str) -> None:
+        with self.database.transaction() as cur:
+            cur.execute(
+                "INSERT INTO upload_records (id, record, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+                (file_id, record, expires_at),
+            )
+
+    def forget_upload(self, file_id: str) -> None:
+        with self.database.transaction() as cur:
+            cur.execute("DELETE FROM upload_records WHERE id = ?", (file_id,))
+
+    def uploads_page(
+        self, caller: str, now: str, after: PageKey | None, limit: int, *, newer: bool = False
+    ) -> Page:
+        """(id, created_at, file object) of `caller`'s uploads that have not expired, newest first."""
+        return self._page(
+            "SELECT u.id, u.created_at, r.record FROM uploads u "
+            "JOIN upload_records r ON r.id = u.id WHERE u.caller = ? AND r.expires_at > ?",
+            "u.",
+            (caller, now),
+            after,
+            limit,
+            newer,
+        )
+
+    def _page(
+        self,
+        select: str,
+        alias: str,
+        params: tuple[str, ...],
+        after: PageKey | None,
+        limit: int,
+        newer: bool,
+    ) -> Page:
+        created, key = f"{alias}created_at", f"{alias}id"
+        beyond = f"({created} {{op}} ? OR ({created} = ? AND {key} {{op}} ?))"
+        order = f"ORDER BY {created} {{way}}, {key} {{way}}"
+        forward, backward = (">", "ASC"), ("<", "DESC")
+        op, way = forward if newer else backward
+        where, bound = "", tuple[str, ...]()
+        if after is not None:
+            where, bound = " AND " + beyond.format(op=op), (after[0], after[0], after[1])
+        with self.database.read() as cur:
+            cur.execute(f"{select}{where} {order.format(way=way)} LIMIT ?", (*params, *bound, limit + 1))
+            rows = [tuple(row) for row in cur.fetchall()]
+            more_this_way = len(rows) > limit
+            rows = rows[:limit]
+            more_that_way = False
+            if rows:
+                # Anything past the page's other end: the first row's key, the opposite way.
+                edge = rows[0]
+                op_back, way_back = backward if newer else forward
+                cur.execute(
+                    f"{select} AND {beyond.format(op=op_back)} {order.format(way=way_back)} LIMIT 1",
+                    (*params, edge[_CREATED[alias]], edge[_CREATED[alias]], edge[0]),
+                )
+                more_that_way = cur.fetchone() is not None
+        if newer:
+            rows.reverse()
+            return Page(rows, has_older=more_that_way, has_newer=more_this_way)
+        return Page(rows, has_older=more_this_way, has_newer=more_that_way)
+
+
+PageKey = tuple[str, str]  # (created_at, id)
+_CREATED = {"p.": 2, "u.": 1}  # where created_at sits in each page's rows
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[tuple[Any, ...]]
+    has_older: bool
+    has_newer: bool

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,8 +43,12 @@ def configure(stream: Any = None) -> None:
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
+    """One log line per request; `observe(route, method, status, seconds)` also sees each (the
+    route as its template, `/v1/predictions/{id}`, so that metrics keep few label values)."""
+
+    def __init__(self, app: ASGIApp, observe: Callable[[str, str, int, float], None] | None = None) -> None:
         self.app = app
+        self._observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,11 +68,11 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
+            seconds = time.perf_counter() - started
             log_event(
-                "request",
-                method=method,
-                path=path,
-                status=status,
-                ms=round((time.perf_counter() - started) * 1000, 1),
-                **fields,
+                "request", method=method, path=path, status=status, ms=round(seconds * 1000, 1), **fields
             )
+            if self._observe is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or ("/v1/*" if path.startswith("/v1/") else "site")
+                self._observe(template, method, status, seconds)

@@ -26,15 +26,21 @@ def checkout_origin(billing: BillingConfig) -> str:
     return STRIPE_CHECKOUT if origin == STRIPE_API else origin
 
 
-def security_headers(form_action: str = "") -> dict[str, str]:
+def security_headers(form_action: str = "", *, plain_http: bool = False) -> dict[str, str]:
     # The site loads its scripts from /assets/*.js: no inline script may run. Inline styles stay
     # allowed because templates may set a style attribute; they cannot run code. Browsers apply
     # form-action to the redirect that follows a form post too, so the pages whose form starts a
     # checkout allow the checkout's origin.
+    # connect-src: a visitor may give an image's URL, which their browser fetches (the server
+    # never fetches a caller's URL), so any https origin; plain http too only where the site
+    # itself is served over http (`plain_http`, local use), as an https page may not load it.
+    # The camera is this origin's only: the try-it widget takes a photo with it.
     form_sources = f"'self' {form_action}".strip()
+    connect_sources = "'self' https:" + (" http:" if plain_http else "")
     policy = (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+        f"img-src 'self' data: blob:; font-src 'self'; connect-src {connect_sources}; "
+        "object-src 'none'; "
         f"base-uri 'self'; form-action {form_sources}; frame-ancestors 'none'"
     )
     return {
@@ -42,7 +48,7 @@ def security_headers(form_action: str = "") -> dict[str, str]:
         "x-content-type-options": "nosniff",
         "referrer-policy": "strict-origin-when-cross-origin",
         "x-frame-options": "DENY",
-        "permissions-policy": "camera=(), microphone=(), geolocation=()",
+        "permissions-policy": "camera=(self), microphone=(), geolocation=()",
     }
 
 
@@ -71,11 +77,13 @@ def not_built(site_dir: Path) -> HTMLResponse:
 
 
 class Site:
-    def __init__(self, directory: Path, *, form_action: str = "") -> None:
-        """`form_action`: the one other origin a form may lead to (Stripe Checkout), or none."""
+    def __init__(self, directory: Path, *, form_action: str = "", plain_http: bool = False) -> None:
+        """`form_action`: the one other origin a form may lead to (Stripe Checkout), or none.
+        `plain_http`: the site is served over http, so image URLs may be http too."""
         self.directory = directory
         self._files: StaticFiles | None = None
-        self._headers = [(k.encode(), v.encode()) for k, v in security_headers(form_action).items()]
+        headers = security_headers(form_action, plain_http=plain_http)
+        self._headers = [(k.encode(), v.encode()) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.directory.is_dir():

@@ -1,6 +1,7 @@
 """The same model under LitServe, with its own dynamic batching.
 
-    python -m benchmarks.others.litserve_server --model resnet18 --port 8030 [--batch 8] [--timeout 0.01] [--workers 1]
+python -m benchmarks.others.litserve_server --model resnet18 --port 8030 \
+    [--batch 8] [--timeout 0.01] [--workers 1]
 """
 
 from __future__ import annotations

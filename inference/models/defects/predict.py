@@ -7,44 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image as PILImage
-from torch import nn
 
 from inference.predictor import BasePredictor, Image, Input
 
 LABELS = ["ok", "scratch", "spot", "crack"]
 WEIGHTS = Path(__file__).with_name("weights.pt")
 INPUT_SIDE = 64
-
-
-def _block(inputs: int, outputs: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(outputs),
-        nn.ReLU(),
-    )
-
-
-class DefectNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            _block(2, 16, kernel=5, stride=2),
-            nn.MaxPool2d(2),
-            _block(16, 32),
-            nn.MaxPool2d(2),
-            _block(32, 64),
-        )
-        self.head = nn.Linear(2 * 64, len(LABELS))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`x`: (N, 2, 64, 64) from `to_input`; returns logits."""
-        features = self.features(x)
-        # Max pooling finds a small defect anywhere; mean pooling describes the surface around it.
-        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
-        logits: torch.Tensor = self.head(pooled)
-        return logits
 
 
 def to_input(image: PILImage.Image) -> np.ndarray:
@@ -62,7 +31,10 @@ def to_input(image: PILImage.Image) -> np.ndarray:
     return np.stack([cells.min(axis=(1, 3)), cells.max(axis=(1, 3))])
 
 
-def _output_of(probabilities: torch.Tensor) -> dict[str, Any]:
+def output_of(logits: np.ndarray) -> dict[str, Any]:
+    """One picture's logits -> its label, confidence and every class's probability, best first."""
+    exp = np.exp(logits.astype(np.float64) - logits.max())
+    probabilities = exp / exp.sum()
     ranked = sorted(zip(LABELS, probabilities.tolist(), strict=True), key=lambda p: -p[1])
     return {
         "label": ranked[0][0],
@@ -72,23 +44,40 @@ def _output_of(probabilities: torch.Tensor) -> dict[str, Any]:
 
 
 class Predictor(BasePredictor):
+    """Served by PyTorch (setup + predict_prepared) or, with `runtime = "onnx"`, by ONNX Runtime
+    running model.onnx between preprocess and postprocess: the network, `self.model`, is what
+    `python -m inference export defects` exports."""
+
     def setup(self) -> None:
+        import torch  # here, not at the top: the ONNX runtime imports this file but never torch
+
+        from inference.models.defects.network import DefectNet
+
         self.model = DefectNet()
         self.model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
         self.model.eval()
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         image: Image = Input(
             description="A close-up photo of a surface (metal, fabric), framed so that a "
             "defect would span a good part of the picture; color or gray, any size."
         ),
     ) -> dict[str, Any]:
-        return self.predict_batch([{"image": image}])[0]
+        return self.predict_prepared([self.preprocess(image)])[0]
+
+    def preprocess(self, image: Image) -> np.ndarray:
+        return to_input(image)
+
+    def postprocess(self, logits: np.ndarray) -> dict[str, Any]:
+        return output_of(logits)
+
+    def predict_prepared(self, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(np.stack(pictures))).float().numpy()
+        return [self.postprocess(row) for row in logits]
 
     def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        pictures = np.stack([to_input(item["image"]) for item in inputs])
-        with torch.inference_mode():
-            logits = self.model(torch.from_numpy(pictures))
-            probabilities = torch.softmax(logits, dim=1)
-        return [_output_of(row) for row in probabilities]
+        return self.predict_prepared([self.preprocess(**item) for item in inputs])

@@ -2,7 +2,8 @@
 
 The training pictures come from one seed and the held-out pictures from another, both drawn by
 surfaces.py; the held-out ones are only ever used to measure. `--measure` measures the shipped
-weights again without training.
+weights again without training. `calibration_images` and `heldout_images` are the manifest's
+[export] hooks: what `python -m inference export defects --int8` calibrates on and measures on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from inference.models._training import (
     record_measurements,
     seed_everything,
 )
-from inference.models.defects.predict import LABELS, WEIGHTS, DefectNet, Predictor, to_input
+from inference.models.defects.network import DefectNet
+from inference.models.defects.predict import LABELS, WEIGHTS, Predictor, to_input
 from inference.models.defects.surfaces import CLASSES, surface_image
 
 TRAIN_SEED = 2024
@@ -32,12 +34,23 @@ EPOCHS = 16
 FOLDER = Path(__file__).parent
 TESTS_DATA = FOLDER.parents[2] / "tests" / "data" / "defects"
 TEST_IMAGES_PER_CLASS = 2
+CALIBRATION_PER_CLASS = 32
 
 
 def surfaces(per_class: int, seed: int) -> tuple[list[Image.Image], list[str]]:
     rng = np.random.default_rng(seed)
     labels = [label for _ in range(per_class) for label in CLASSES]
     return [surface_image(label, rng) for label in labels], labels
+
+
+def calibration_images() -> list[Image.Image]:
+    """The first 128 training pictures: what INT8 is calibrated on."""
+    return surfaces(CALIBRATION_PER_CLASS, TRAIN_SEED)[0]
+
+
+def heldout_images() -> list[Image.Image]:
+    """The 600 held-out pictures: where a variant must agree with fp32."""
+    return surfaces(HELDOUT_PER_CLASS, HELDOUT_SEED)[0]
 
 
 def flip_and_turn(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -83,16 +96,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         train_seconds = time.perf_counter() - started
         torch.save(model.state_dict(), WEIGHTS)
-        print(f"defects: trained on {len(images)} pictures in {train_seconds:.1f} s; "
-              f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB")
+        print(
+            f"defects: trained on {len(images)} pictures in {train_seconds:.1f} s; "
+            f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB"
+        )
 
     heldout, heldout_labels = surfaces(HELDOUT_PER_CLASS, HELDOUT_SEED)
     write_examples(heldout, heldout_labels)
     write_test_data(heldout, heldout_labels)
     predictor = Predictor()
     predictor.setup()
-    m = record_measurements(FOLDER, predictor, heldout, heldout_labels, train_seconds=train_seconds,
-                            latency_image=heldout[0])
+    m = record_measurements(
+        FOLDER, predictor, heldout, heldout_labels, train_seconds=train_seconds, latency_image=heldout[0]
+    )
     print(
         f"defects: held-out accuracy {m['accuracy']:.4f} ({len(heldout)} pictures); latency "
         f"{m['latency_ms']:.2f} ms; bf16 agrees with fp32 on {m['bf16_agreement']:.2%}, latency "

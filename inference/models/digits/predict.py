@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image as PILImage
 from PIL import ImageFilter
-from torch import nn
 
 from inference.predictor import BasePredictor, Image, Input
 
@@ -26,33 +24,6 @@ _CANVAS = 64  # twice the dataset's 32x32 bitmaps, so strokes thicken in half-pi
 _GLYPH = 48  # glyph size while its stroke is normalised, leaving room to grow
 _INK_SHARE = (0.20, 0.40)  # the dataset's digits cover 25-36% of their bitmap, whoever wrote them
 _STROKE_STEPS = 10
-
-
-class DigitNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(0.3),
-            nn.Linear(64 * 4 * 4, 64),
-            nn.ReLU(),
-            nn.Dropout(0.3),
-            nn.Linear(64, len(LABELS)),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`x`: (N, 1, 8, 8) block counts in 0..16; returns logits."""
-        logits: torch.Tensor = self.classifier(self.features(x / 16.0))
-        return logits
 
 
 def to_digit(image: PILImage.Image) -> np.ndarray:
@@ -156,7 +127,10 @@ def _centre(glyph: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def _output_of(probabilities: torch.Tensor) -> dict[str, Any]:
+def output_of(logits: np.ndarray) -> dict[str, Any]:
+    """One digit's logits -> its label, confidence and every class's probability, best first."""
+    exp = np.exp(logits.astype(np.float64) - logits.max())
+    probabilities = exp / exp.sum()
     ranked = sorted(zip(LABELS, probabilities.tolist(), strict=True), key=lambda p: -p[1])
     return {
         "label": ranked[0][0],
@@ -166,23 +140,41 @@ def _output_of(probabilities: torch.Tensor) -> dict[str, Any]:
 
 
 class Predictor(BasePredictor):
+    """Served by PyTorch (setup + predict_prepared) or, with `runtime = "onnx"`, by ONNX Runtime
+    running model.onnx between preprocess and postprocess: the network, `self.model`, is what
+    `python -m inference export digits` exports."""
+
     def setup(self) -> None:
+        import torch  # here, not at the top: the ONNX runtime imports this file but never torch
+
+        from inference.models.digits.network import DigitNet
+
         self.model = DigitNet()
         self.model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
         self.model.eval()
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         image: Image = Input(
             description="A picture of one handwritten digit, 0 to 9: dark ink on light paper "
             "or light on dark, any size; the digit should fill most of the frame."
         ),
     ) -> dict[str, Any]:
-        return self.predict_batch([{"image": image}])[0]
+        return self.predict_prepared([self.preprocess(image)])[0]
+
+    def preprocess(self, image: Image) -> np.ndarray:
+        """(1, 8, 8) float32 block counts: the network's input for one picture."""
+        return to_digit(image)[None]
+
+    def postprocess(self, logits: np.ndarray) -> dict[str, Any]:
+        return output_of(logits)
+
+    def predict_prepared(self, digits: list[np.ndarray]) -> list[dict[str, Any]]:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(np.stack(digits))).float().numpy()
+        return [self.postprocess(row) for row in logits]
 
     def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        digits = np.stack([to_digit(item["image"]) for item in inputs])
-        with torch.inference_mode():
-            logits = self.model(torch.from_numpy(digits).unsqueeze(1))
-            probabilities = torch.softmax(logits, dim=1)
-        return [_output_of(row) for row in probabilities]
+        return self.predict_prepared([self.preprocess(**item) for item in inputs])

@@ -1,6 +1,8 @@
 """Trains the digit recognizer on scikit-learn's `load_digits()`: `python -m inference.models.digits.train`.
 
 `--measure` measures the shipped weights again without training (after a change to predict.py).
+`calibration_images` and `heldout_images` are the manifest's [export] hooks: what `python -m
+inference export digits --int8` calibrates on (training digits) and measures agreement on.
 
 20% of the digits (stratified, seeded) are held out and never trained on. Each training digit is
 seen as the dataset stores it and as many random drawings (size, slant, pen width, paper, light,
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +29,8 @@ from inference.models._training import (
     record_measurements,
     seed_everything,
 )
-from inference.models.digits.predict import WEIGHTS, DigitNet, Predictor, to_digit
+from inference.models.digits.network import DigitNet
+from inference.models.digits.predict import WEIGHTS, Predictor, to_digit
 
 SEED = 7
 HELDOUT_SHARE = 0.2
@@ -36,6 +40,7 @@ FOLDER = Path(__file__).parent
 TESTS_DATA = FOLDER.parents[2] / "tests" / "data" / "digits"
 EXAMPLE_CLASSES = (3, 5, 7, 8)
 TEST_IMAGES_PER_CLASS = 2
+CALIBRATION_DIGITS = 128
 
 
 def as_scanned(digit: np.ndarray) -> Image.Image:
@@ -130,16 +135,36 @@ def write_test_data(digits: np.ndarray, labels: np.ndarray, indices: np.ndarray)
             as_scanned(digits[pick]).save(TESTS_DATA / name, optimize=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    measure = measure_only("python -m inference.models.digits.train", argv)
-    seed_everything(SEED)
-    started = time.perf_counter()
+def split() -> tuple[Any, np.ndarray, np.ndarray]:
+    """The dataset, and its training and held-out indices (stratified, seeded)."""
     data = load_digits()
     indices = np.arange(len(data.target))
     train, heldout = train_test_split(
         indices, test_size=HELDOUT_SHARE, stratify=data.target, random_state=SEED
     )
-    heldout = np.sort(heldout)
+    return data, train, np.sort(heldout)
+
+
+def calibration_images() -> list[Image.Image]:
+    """128 training digits, each as scanned and as a random drawing: what INT8 is calibrated on."""
+    data, train, _ = split()
+    rng = np.random.default_rng(SEED)
+    picks = rng.choice(train, CALIBRATION_DIGITS, replace=False)
+    return [view for i in picks for view in (as_scanned(data.images[i]), drawn(data.images[i], rng))]
+
+
+def heldout_images() -> list[Image.Image]:
+    """The held-out digits as scanned and drawn on paper: where a variant must agree with fp32."""
+    data, _, heldout = split()
+    digits = data.images[heldout]
+    return [as_scanned(d) for d in digits] + [on_paper(d) for d in digits]
+
+
+def main(argv: list[str] | None = None) -> None:
+    measure = measure_only("python -m inference.models.digits.train", argv)
+    seed_everything(SEED)
+    started = time.perf_counter()
+    data, train, heldout = split()
     if measure:
         train_seconds = earlier_measured(FOLDER / "manifest.toml")["train_seconds"]
     else:
@@ -147,8 +172,10 @@ def main(argv: list[str] | None = None) -> None:
         model = fit(DigitNet(), x, y, epochs=EPOCHS, seed=SEED)
         train_seconds = time.perf_counter() - started
         torch.save(model.state_dict(), WEIGHTS)
-        print(f"digits: trained on {len(x)} views of {len(train)} digits in {train_seconds:.1f} s; "
-              f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB")
+        print(
+            f"digits: trained on {len(x)} views of {len(train)} digits in {train_seconds:.1f} s; "
+            f"weights {WEIGHTS.stat().st_size / 1024:.0f} KiB"
+        )
 
     digits, labels = data.images[heldout], data.target[heldout]
     write_examples(digits, labels)
@@ -157,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     predictor.setup()
     names = [str(label) for label in labels]
     scanned = [as_scanned(d) for d in digits]
-    m = record_measurements(FOLDER, predictor, scanned, names, train_seconds=train_seconds,
-                            latency_image=on_paper(digits[0]))
+    m = record_measurements(
+        FOLDER, predictor, scanned, names, train_seconds=train_seconds, latency_image=on_paper(digits[0])
+    )
     on_paper_accuracy = heldout_accuracy(predictor, [on_paper(d) for d in digits], names, batch_size=32)
     print(
         f"digits: held-out accuracy {m['accuracy']:.4f} as scanned, {on_paper_accuracy:.4f} on paper "

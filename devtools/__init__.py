@@ -1,0 +1,1 @@
+"""Tools for developing modelfolio, never part of what it deploys."""

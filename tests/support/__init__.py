@@ -1,0 +1,1 @@
+"""What the tests share: servers on loopback, fake upstreams, fixtures' building blocks. No tests."""
