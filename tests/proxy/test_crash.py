@@ -87,6 +87,9 @@ def test_a_proxy_killed_mid_burst_bills_every_seen_prediction_exactly_once(tmp_p
             "MODELFOLIO_BILLING_BACKOFF_BASE_S": "0.01",
             "MODELFOLIO_BILLING_BACKOFF_MAX_S": "0.2",
             "MODELFOLIO_BILLING_TIMEOUT_S": "2",
+            # The killed worker's lanes pass to the restarted one within seconds, not the default
+            # minute, which took half of the drain's wait below.
+            "MODELFOLIO_BILLING_LEASE_S": "3",
             "STRIPE_SECRET_KEY": "sk_test_crash",
             "INFERENCE_TOKEN": TOKEN,
         }
