@@ -57,6 +57,9 @@ class Webhooks:
         self._backoff_s = backoff_s
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._tasks: set[asyncio.Task[None]] = set()
+        # The newest delivery to each (url, prediction): the next one waits for it, so a receiver
+        # sees a prediction's events in the order they happened ("start" before "completed").
+        self._latest: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def notify(self, prediction: Prediction, event: str) -> None:
         if prediction.webhook is None or event not in prediction.webhook_events:
@@ -66,11 +69,19 @@ class Webhooks:
     def send(self, url: str, prediction: Prediction, event: str) -> None:
         body = json.dumps(prediction.to_json(prediction.base_url))
         attempts = self._attempts if event == "completed" else 1
+        key = (url, prediction.id)
         task = asyncio.get_running_loop().create_task(
-            self._deliver(url, f"{prediction.id}-{event}", body, attempts)
+            self._deliver(url, f"{prediction.id}-{event}", body, attempts, after=self._latest.get(key))
         )
         self._tasks.add(task)  # keep a reference until done, or the task may be collected
-        task.add_done_callback(self._tasks.discard)
+        self._latest[key] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if self._latest.get(key) is task:
+                del self._latest[key]
+
+        task.add_done_callback(done)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -78,7 +89,11 @@ class Webhooks:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
 
-    async def _deliver(self, url: str, message_id: str, body: str, attempts: int) -> None:
+    async def _deliver(
+        self, url: str, message_id: str, body: str, attempts: int, *, after: asyncio.Task[None] | None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # delivered, given up or canceled: this one goes next
         for attempt in range(attempts):
             now = datetime.now(UTC)
             headers = {

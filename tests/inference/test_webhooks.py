@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -29,6 +30,7 @@ class Receiver:
     """A webhook endpoint: verifies each delivery as a receiver must, and can refuse the first few."""
 
     refuse_first: int = 0
+    slow_start_s: float = 0.0  # a receiver that takes this long over the "start" event
     events: list[tuple[str, dict]] = field(default_factory=list)  # (webhook-id, prediction)
     attempts: int = 0
     completed: threading.Event = field(default_factory=threading.Event)
@@ -39,6 +41,8 @@ class Receiver:
         self.attempts += 1
         if self.attempts <= self.refuse_first:
             return Response(status_code=500)
+        if payload["status"] == "processing":
+            await asyncio.sleep(self.slow_start_s)
         self.events.append((request.headers["webhook-id"], payload))
         if payload["status"] in ("succeeded", "failed", "canceled"):
             self.completed.set()
@@ -67,6 +71,14 @@ def test_start_and_completed_arrive_signed_with_the_result(server: str) -> None:
     assert kinds == ["processing", "succeeded"]
     assert receiver.events[-1][1]["id"] == created["id"]
     assert receiver.events[-1][1]["output"]["width"] == 7.0
+
+
+def test_a_receiver_slow_to_take_the_start_event_still_gets_it_before_completed(server: str) -> None:
+    receiver = Receiver(slow_start_s=0.5)  # the prediction itself takes about a millisecond
+    with receive(receiver) as hook, httpx.Client(base_url=server, headers=auth()) as c:
+        c.post(CREATE, json={"input": {"image": png_data_url()}, "webhook": f"{hook}/hook"})
+        assert receiver.completed.wait(30)
+    assert [payload["status"] for _, payload in receiver.events] == ["processing", "succeeded"]
 
 
 def test_the_filter_keeps_only_the_events_asked_for(server: str) -> None:
