@@ -57,11 +57,14 @@ def wait_ready(url: str, timeout: float = 120.0) -> None:
     """Polls /readyz: the server loads its models in the background after it starts listening."""
     deadline = time.monotonic() + timeout
     while True:
-        status = httpx.get(f"{url}/readyz").status_code
-        if status == 200:
+        try:  # a probe may time out while a busy machine loads and warms the models: ask again
+            last: object = httpx.get(f"{url}/readyz", timeout=10).status_code
+        except httpx.TransportError as error:
+            last = repr(error)
+        if last == 200:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} not ready after {timeout} s (last status {status})")
+            raise RuntimeError(f"{url} not ready after {timeout} s (last answer {last})")
         time.sleep(0.05)
 
 
