@@ -44,7 +44,9 @@ from tests.support.paths import DIGITS, FIXTURES, REPO
 from tests.support.proxy import proxy_config
 from tests.support.servers import bound_socket, serve
 
-pytestmark = pytest.mark.timeout(180)
+# The first test's time includes starting Ray and two replicas (up to 120 s on a busy machine), and
+# the last one's includes stopping them (up to 60 s), on top of its own waits.
+pytestmark = pytest.mark.timeout(420)
 
 ROOT = REPO
 DIGIT = DIGITS / "0000-0.png"  # held out from training; a 0
