@@ -9,6 +9,7 @@ from unittest import mock
 
 import pytest
 import redis as redis_lib
+from playwright.sync_api import expect
 
 from build import main as build_main
 from inference.manifest import MODELS_DIR
@@ -35,6 +36,11 @@ def chromium_path() -> str | None:
     if explicit:
         return explicit
     return next((c for c in _CHROMIUM_CANDIDATES if Path(c).exists() or shutil.which(c)), None)
+
+
+# A browser assertion waits on real round trips (proxy, model, test Stripe): Playwright's default
+# 5 s is short for a busy 2-core machine with Chromium just started.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")
