@@ -41,10 +41,10 @@ def test_a_thousand_events_through_30_percent_errors_and_5_percent_timeouts_arri
         customer, model, ms = rng.choice(customers), rng.choice(MODELS), rng.randint(1, 5000)
         bill(store, f"pred_{i:04d}", customer, model, ms, now())
         sent[customer, meter_event_name(model)] += ms
-    state.faults.set(error=0.30, timeout=0.05, hang_s=0.4)
+    state.faults.set(error=0.30, timeout=0.05, hang_s=1.3)
 
     started = time.perf_counter()
-    meter_worker = drain(store, url, timeout_s=0.15)
+    meter_worker = drain(store, url, timeout_s=1.0)
     elapsed = time.perf_counter() - started
 
     assert store.undelivered_meter_events() == [] and store.dead_meter_events() == []

@@ -61,9 +61,9 @@ def test_two_thousand_streamed_events_through_30_percent_errors_and_5_percent_ti
     # Each kind at least once whatever the draws, then 30 % errors and 5 % hangs past the timeout,
     # on session and stream calls alike.
     state.faults.force("error", "timeout", "rate_limit", "lose_response")
-    state.faults.set(error=0.30, timeout=0.05, hang_s=0.4)
+    state.faults.set(error=0.30, timeout=0.05, hang_s=1.3)
 
-    meter_worker = drain(store, url, timeout_s=0.15, stream_above=200)
+    meter_worker = drain(store, url, timeout_s=1.0, stream_above=200)
 
     assert store.undelivered_meter_events() == [] and store.dead_meter_events() == []
     identifiers = once_each(state)
