@@ -248,14 +248,17 @@ def test_a_customer_who_never_polls_is_billed_once_from_the_model_servers_event(
     )
     with inference_server(MODELS_DIR, webhook_secret=secret, notify_url=events) as upstream:
         config = dataclasses.replace(config, upstream_url=upstream)
-        with serve(create_proxy(config), sock=proxy_socket) as url, httpx.Client(base_url=url) as c:
+        with (
+            serve(create_proxy(config), sock=proxy_socket) as url,
+            httpx.Client(base_url=url, timeout=30) as c,
+        ):
             created = c.post(
                 CREATE,
                 json={"input": {"image": digit(6)[0]}},
                 headers={"Authorization": f"Bearer {customer_key}"},
             ).json()
             assert created["status"] in ("starting", "processing")  # answered before it ran
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not billed(stack.ledger, created["id"]) and time.monotonic() < deadline:
                 time.sleep(0.02)  # waiting for the event's effect, bounded
             rows = billed(stack.ledger, created["id"])
