@@ -19,23 +19,44 @@ from tests.support.servers import free_port
 def proxy_process(
     env: dict[str, str], config_dir: Path, log: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "--config-dir", str(config_dir), "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    url = f"http://127.0.0.1:{port}"
+    process, url = _started(env, config_dir, log)
     try:
-        wait_until(lambda: ready(process, url), "the proxy's /readyz", timeout_s=60)
         yield process, url
     finally:
         if process.poll() is None:
             process.terminate()
             process.wait(30)
+
+
+def _started(
+    env: dict[str, str], config_dir: Path, log: Path, tries: int = 3
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A proxy answering /readyz. Its port is free when picked, but another process's connection
+    can take it before the proxy binds it (tests run many clients): then it starts on another."""
+    for attempt in range(tries):
+        port, logged = free_port(), log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "--config-dir", str(config_dir), "--port", str(port)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda p=process, u=url: ready(p, u), "the proxy's /readyz", timeout_s=60)
+            return process, url
+        except AssertionError:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+            with log.open("rb") as written:
+                written.seek(logged)
+                taken = b"address already in use" in written.read().lower()
+            if not taken or attempt + 1 == tries:
+                raise
+    raise AssertionError("unreachable")
 
 
 def ready(process: subprocess.Popen[bytes], url: str) -> bool:
