@@ -1,6 +1,9 @@
 """Replicate API calls that do not apply to a portfolio of image models: each answers 501 with a
 detail that names what is not offered, never a bare 404 or 405 that would send a caller looking
-for a typo."""
+for a typo.
+
+inference/unoffered.py holds the same table: the two servers deploy apart, and tests/stack/test_stack.py
+checks that a client meets the same refusals from either."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import re
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inference.unoffered import NOT_OFFERED as INFERENCE_TABLE
 from proxy.app import create_app as create_proxy
 from proxy.cli import main as proxy_cli
+from proxy.unoffered import NOT_OFFERED as PROXY_TABLE
 from tests.support.inference import TOKEN, data_url, image_bytes
 from tests.support.paths import DIGITS
 from tests.support.servers import serve
@@ -270,3 +273,25 @@ def test_a_customer_who_never_polls_is_billed_once_from_the_model_servers_event(
     assert forged.status_code == 400
     assert polled.json()["billing"]["amount"] == rows[0][2]
     assert len(billed(stack.ledger, created["id"])) == 1
+
+
+def test_both_servers_refuse_the_same_replicate_calls_naming_what_is_not_offered(
+    stack: Stack, customer_key: str
+) -> None:
+    # The two servers deploy apart (the proxy's image has no inference/), so each keeps its own
+    # table; a client must meet the same refusal from either.
+    assert INFERENCE_TABLE == PROXY_TABLE
+    for path, methods, what in PROXY_TABLE:
+        concrete = re.sub(r"\{[a-z]+(:path)?\}", "x", path)
+        for method in methods:
+            answers = [
+                httpx.request(method, f"{stack.url}{concrete}", headers=bearer(customer_key)),
+                httpx.request(method, f"{stack.upstream}{concrete}", headers=bearer(TOKEN)),
+            ]
+            for answer in answers:
+                assert answer.status_code == 501, (method, concrete, answer.status_code, answer.text)
+                assert f"{what} is not offered here" in answer.json()["detail"], answer.text
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
